@@ -1,0 +1,132 @@
+"""``flask eventtrack ...`` commands. Dialects add theirs through ``commands``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import IO, Any
+
+import click
+from flask.cli import with_appcontext
+
+from .dialects import available_dialects, dialect_module
+from .events import EXPORT_FIELDS
+from .extension import get_state
+from .stores import EventQuery
+
+REJECTED_FIELDS = ("id", "tenant", "source", "type", "reason", "message", "payload", "received_at")
+PROGRESS_EVERY = 10_000
+
+
+class IsoTime(click.ParamType):
+    """An ISO 8601 date or time; without an offset it is taken as UTC."""
+
+    name = "ISO8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("z", "Z"))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date or time", param, ctx)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@click.group(help="Read and manage the events recorded by flask-eventtrack.")
+def cli() -> None:
+    pass
+
+
+@cli.command(help="Write events (or the rejected log) as NDJSON or CSV.")
+@click.option("--tenant", help="Only this tenant.")
+@click.option("--type", "type_", help="Only this event type.")
+@click.option("--source", type=click.Choice(["cortex", "ibexa", "synerise", "profile", "app"]), help="Only this dialect.")
+@click.option("--since", type=IsoTime(), help="Occurred at or after this time (ISO 8601; UTC if no offset).")
+@click.option("--until", type=IsoTime(), help="Occurred before this time (ISO 8601; UTC if no offset).")
+@click.option("--user", "raw_user", help="A raw user id: its events, and those of ids linked to it by logins.")
+@click.option("--rejected", is_flag=True, help="Export the rejected log, with reasons, instead.")
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "csv"]), default="ndjson", show_default=True)
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-", help="File to write (default stdout).")
+@with_appcontext
+def export(
+    tenant: str | None,
+    type_: str | None,
+    source: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    raw_user: str | None,
+    rejected: bool,
+    fmt: str,
+    output: IO[str],
+) -> None:
+    state = get_state()
+    store = state.store
+    query = EventQuery(tenant=tenant, type=type_, source=source, since=since, until=until)
+    if raw_user is not None:
+        if rejected:
+            raise click.UsageError("--user cannot be combined with --rejected.")
+        query.users = store.linked_users(state.pipeline.user_key(raw_user))
+    if rejected:
+        rows: Iterable[dict[str, Any]] = (r.to_dict() for r in store.iter_rejected(query))
+        fields = REJECTED_FIELDS
+        total = None
+    else:
+        rows = (e.to_dict() for e in store.iter_events(query))
+        fields = EXPORT_FIELDS
+        total = store.count_events(query)
+    written = _write(_with_progress(rows, total), fields, fmt, output)
+    if total is not None and total >= PROGRESS_EVERY or written >= PROGRESS_EVERY:
+        click.echo(f"exported {written} rows", err=True)
+
+
+def _with_progress(rows: Iterable[dict[str, Any]], total: int | None) -> Iterator[dict[str, Any]]:
+    for count, row in enumerate(rows, 1):
+        yield row
+        if count % PROGRESS_EVERY == 0:
+            suffix = f" of {total}" if total else ""
+            click.echo(f"... {count}{suffix}", err=True)
+
+
+def _write(rows: Iterable[dict[str, Any]], fields: tuple[str, ...], fmt: str, out: IO[str]) -> int:
+    written = 0
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            if isinstance(row.get("props"), dict):
+                row["props"] = json.dumps(row["props"], ensure_ascii=False, sort_keys=True)
+            writer.writerow(row)
+            written += 1
+    else:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written += 1
+    out.flush()
+    return written
+
+
+@cli.command(help="Count accepted and rejected events by tenant, source and type.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@with_appcontext
+def stats(as_json: bool) -> None:
+    rows = get_state().store.stats()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    header = ("tenant", "source", "type", "accepted", "rejected")
+    table = [header] + [tuple(str(row[k]) for k in header) for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    if not rows:
+        click.echo("(no events yet)", file=sys.stderr)
+
+
+for _name in available_dialects():
+    for _command in getattr(dialect_module(_name), "commands", ()):
+        cli.add_command(_command)

@@ -1,0 +1,193 @@
+"""Cortex Behavioral API: ``POST <prefix>`` with ``{"data": [event, ...]}``.
+
+The vendor always answers 200 to what a client sent: a malformed body, a bad
+item or a bad signature is still a 200, and what was wrong goes to the rejected
+log (``flask eventtrack export --rejected``). The answer never says whether the
+signature held, as the vendor validates signatures "during processing". Items
+are independent: valid items of a batch are stored even when others are not.
+Two answers are not 200: 413 (body over the byte limit, nothing read) and 503
+with ``Retry-After`` (the store could not commit: retry).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from marshmallow import Schema, ValidationError
+
+from ..errors import BadPayload, ConfigurationError, PayloadTooLarge, StoreUnavailable
+from ..events import Event, Rejection
+from ..extension import EventTrackState
+from ..schemas.cortex import MAX_KEY_LENGTH, MAX_TIMESTAMP, make_cortex_event_schema
+from ..signing import SIGNATURE_HEADER, SignatureFailure, verify_body
+from ._http import parse_json, read_body, unavailable_response
+
+NAME = "cortex"
+#: This dialect's settings and their defaults (merged into the app config by ``init_app``).
+CONFIG = {
+    "EVENTTRACK_CORTEX_URL_PREFIX": "/cortex",
+    "EVENTTRACK_CORTEX_TENANT": "default",
+    "EVENTTRACK_CORTEX_ID_FIELD": "user_id",
+    "EVENTTRACK_CORTEX_SIGNATURE": "off",
+    "EVENTTRACK_CORTEX_SIGNING_KEYS": [],
+    "EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE": None,
+}
+_OK_BODY = json.dumps({"status": "received"})
+_SCALARS = (str, int, float, bool)
+
+
+class CortexReader:
+    """Turns one request body into events and rejections, per app settings."""
+
+    def __init__(self, state: EventTrackState) -> None:
+        cfg = state.config
+        self.tenant = str(cfg["EVENTTRACK_CORTEX_TENANT"])
+        self.id_field = str(cfg["EVENTTRACK_CORTEX_ID_FIELD"])
+        self.max_length = int(cfg["EVENTTRACK_MAX_STRING_LENGTH"])
+        self.max_events = int(cfg["EVENTTRACK_MAX_EVENTS_PER_REQUEST"])
+        mode = str(cfg["EVENTTRACK_CORTEX_SIGNATURE"]).lower()
+        if mode not in {"off", "required"}:
+            raise ConfigurationError(
+                f"EVENTTRACK_CORTEX_SIGNATURE must be 'off' or 'required', not {mode!r}."
+            )
+        self.signature_required = mode == "required"
+        self.keys = list(cfg["EVENTTRACK_CORTEX_SIGNING_KEYS"] or [])
+        if self.signature_required and not self.keys:
+            raise ConfigurationError(
+                "EVENTTRACK_CORTEX_SIGNATURE is 'required' but EVENTTRACK_CORTEX_SIGNING_KEYS is empty."
+            )
+        max_age = cfg["EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE"]
+        self.max_age = int(max_age) if max_age else None
+        self.schema: Schema = make_cortex_event_schema(self.id_field, self.max_length)()
+
+    def rejection(self, reason: str, message: str, payload: Any, type: str | None = None) -> Rejection:
+        if payload is not None and not isinstance(payload, str):
+            payload = json.dumps(payload, ensure_ascii=False, default=str)
+        return Rejection(reason, message, NAME, tenant=self.tenant, type=type, payload=payload)
+
+    def read(self, body: bytes, signature: str | None) -> tuple[list[Event], list[Rejection]]:
+        raw = body.decode("utf-8", "replace")
+        try:
+            document = parse_json(body)
+        except BadPayload as exc:
+            return [], [self.rejection(exc.reason, exc.description or "bad body", raw)]
+        if self.signature_required:
+            try:
+                verify_body(body, signature, self.keys, self.max_age)
+            except SignatureFailure as exc:
+                return [], [self.rejection("signature_failure", str(exc), raw)]
+        if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+            return [], [
+                self.rejection("schema_violation", 'The body must be an object {"data": [event, ...]}.', raw)
+            ]
+        items = document["data"]
+        if len(items) > self.max_events:
+            message = f"{len(items)} events in one request; the limit is {self.max_events}."
+            return [], [self.rejection("size_violation", message, raw)]
+        events: list[Event] = []
+        rejections: list[Rejection] = []
+        for index, item in enumerate(items):
+            event = self.fast_event(item)
+            if event is None:
+                try:
+                    event = self.slow_event(item)
+                except ValidationError as exc:
+                    message = f"data[{index}]: {json.dumps(exc.messages, sort_keys=True)}"
+                    kind = item.get("type") if isinstance(item, dict) else None
+                    rejections.append(
+                        self.rejection("schema_violation", message, item, kind if isinstance(kind, str) else None)
+                    )
+                    continue
+            events.append(event)
+        return events, rejections
+
+    def fast_event(self, item: Any) -> Event | None:
+        """The common case without marshmallow; None sends the item to :meth:`slow_event`.
+
+        Accepts exactly what the schema accepts (``tests/test_cortex.py`` checks both agree).
+        """
+        if type(item) is not dict:
+            return None
+        max_length = self.max_length
+        object_id = item.get(self.id_field)
+        kind = item.get("type")
+        if type(object_id) is not str or type(kind) is not str:
+            return None
+        if not (0 < len(object_id) <= max_length and 0 < len(kind) <= max_length):
+            return None
+        timestamp = item.get("timestamp")
+        if timestamp is not None and (type(timestamp) is not int or not 0 <= timestamp <= MAX_TIMESTAMP):
+            return None
+        item_id = item.get("item_id")
+        if item_id is not None and (
+            type(item_id) not in (str, int) or not 0 < len(str(item_id)) <= max_length
+        ):
+            return None
+        props = {}
+        for key, value in item.items():
+            if key in (self.id_field, "type", "timestamp", "item_id"):
+                continue
+            if len(key) > MAX_KEY_LENGTH:
+                return None
+            if value is not None and type(value) not in _SCALARS:
+                return None
+            if type(value) is str and len(value) > max_length:
+                return None
+            props[key] = value
+        return self.build(object_id, kind, timestamp, None if item_id is None else str(item_id), props)
+
+    def slow_event(self, item: Any) -> Event:
+        """Validate with marshmallow: slower, but with messages for every field."""
+        if not isinstance(item, dict):
+            raise ValidationError({"_schema": ["Each event must be a JSON object."]})
+        data = self.schema.load(item)
+        object_id = str(data.pop(self.id_field))
+        kind = data.pop("type")
+        timestamp = data.pop("timestamp", None)
+        item_id = data.pop("item_id", None)
+        return self.build(object_id, kind, timestamp, item_id, data)
+
+    def build(
+        self, object_id: str, kind: str, timestamp: int | None, item_id: str | None, props: dict[str, Any]
+    ) -> Event:
+        event = Event(tenant=self.tenant, source=NAME, type=kind, props=props)
+        if self.id_field == "item_id":
+            event.item_id = object_id
+        else:
+            event.user, event.user_kind, event.item_id = object_id, self.id_field, item_id
+        if timestamp is not None:
+            event.occurred_at = datetime.fromtimestamp(timestamp, timezone.utc)
+            event.original_time = str(timestamp)
+        return event
+
+
+def create_blueprint(state: EventTrackState) -> Blueprint:
+    reader = CortexReader(state)
+    pipeline = state.pipeline
+    bp = Blueprint("eventtrack_cortex", __name__)
+
+    @bp.post("/", strict_slashes=False)
+    def track() -> Response:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        events, rejections = reader.read(read_body(state), signature)
+        pipeline.submit(events, rejections)
+        return Response(_OK_BODY, status=200, mimetype="application/json")
+
+    @bp.errorhandler(PayloadTooLarge)
+    def too_large(error: PayloadTooLarge) -> Response | tuple[dict[str, Any], int]:
+        message = error.description or "body too large"
+        try:
+            pipeline.submit([], [reader.rejection("size_violation", message, None)])
+        except StoreUnavailable as exc:
+            return unavailable(exc)
+        return {"status": "rejected", "message": message}, 413
+
+    @bp.errorhandler(StoreUnavailable)
+    def unavailable(error: StoreUnavailable) -> Response:
+        current_app.logger.warning("cortex: %s", error.description)
+        return unavailable_response(error, {"status": "unavailable", "message": error.description})
+
+    return bp

@@ -1,0 +1,179 @@
+"""The canonical event: the one shape every dialect produces and every store keeps.
+
+Dialects build :class:`Event` objects with the *raw* user id; the pipeline fills
+in ``id``/``received_at``, applies the time rules and replaces ``user`` by its
+keyed hash before anything reaches a store or a hook.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+__all__ = [
+    "EXPORT_FIELDS",
+    "Event",
+    "Rejection",
+    "format_time",
+    "new_event_id",
+    "parse_time",
+    "utcnow",
+]
+
+#: Field names of an exported event, in export order (spec section 0).
+EXPORT_FIELDS = (
+    "id",
+    "tenant",
+    "source",
+    "type",
+    "user",
+    "user_kind",
+    "item_type",
+    "item_id",
+    "occurred_at",
+    "received_at",
+    "original_time",
+    "props",
+    "dedup_key",
+    "status",
+)
+
+
+def utcnow() -> datetime:
+    """Aware UTC now, truncated to milliseconds (the precision we keep)."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def format_time(value: datetime) -> str:
+    """``2022-11-28T12:18:27.000Z``: fixed width, so text order is time order."""
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an ISO 8601 time *with* an offset (``Z`` allowed) into aware UTC.
+
+    :raises ValueError: when the text is not ISO 8601 or has no offset.
+    """
+    parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    if parsed.tzinfo is None:
+        raise ValueError("time has no UTC offset")
+    parsed = parsed.astimezone(timezone.utc)
+    return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+
+
+_last_ms = 0
+_seq = 0
+
+
+def new_event_id() -> str:
+    """A UUIDv7 (RFC 9562) string: unique, and sortable by creation time.
+
+    A 12-bit counter in ``rand_a`` keeps ids monotonic within one millisecond in
+    one process; the 62 random bits keep processes apart.
+    """
+    global _last_ms, _seq
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        _seq += 1
+        if _seq > 0xFFF:  # counter exhausted: borrow the next millisecond
+            _last_ms += 1
+            _seq = 0
+        ms = _last_ms
+    else:
+        _last_ms, _seq = ms, 0
+    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+    value = (ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62) | rand
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(slots=True)
+class Event:
+    """One canonical event (spec section 0).
+
+    The last three fields are write directives for the store, not data: they
+    are never exported.
+
+    ``dedup_key`` with ``replace=False`` keeps the first event and discards later
+    ones (profile API ``orderId``); with ``replace=True`` a later event replaces
+    the stored one but keeps its ``occurred_at`` (Synerise ``eventSalt``).
+    ``once_per`` discards an event when the same tenant/source/type/user already
+    has one within that window (profile API e-mail opens). ``links_to`` records
+    that ``user`` is now known as another (hashed) user (Ibexa ``login``).
+    """
+
+    tenant: str
+    source: str
+    type: str
+    user: str | None = None
+    user_kind: str | None = None
+    item_type: str | None = None
+    item_id: str | None = None
+    occurred_at: datetime | None = None
+    received_at: datetime | None = None
+    original_time: str | None = None
+    props: dict[str, Any] = field(default_factory=dict)
+    dedup_key: str | None = None
+    status: str = "accepted"
+    id: str | None = None
+    #: keep a future ``occurred_at`` as sent (Synerise AI events)
+    keep_future: bool = False
+    replace: bool = False
+    once_per: timedelta | None = None
+    links_to: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The exported form: spec field names, times as ISO 8601 UTC text."""
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "source": self.source,
+            "type": self.type,
+            "user": self.user,
+            "user_kind": self.user_kind,
+            "item_type": self.item_type,
+            "item_id": self.item_id,
+            "occurred_at": format_time(self.occurred_at) if self.occurred_at else None,
+            "received_at": format_time(self.received_at) if self.received_at else None,
+            "original_time": self.original_time,
+            "props": self.props,
+            "dedup_key": self.dedup_key,
+            "status": self.status,
+        }
+
+
+@dataclass(slots=True)
+class Rejection:
+    """An event (or a whole request) we did not keep, and why.
+
+    ``reason`` is a stable machine-readable type (``schema_violation``,
+    ``size_violation``, ``signature_failure``, ``auth_failure``, ``duplicate``,
+    ``bot``, ``dropped``, ...); ``message`` is for people. ``payload`` is the raw
+    input, capped in size by the store.
+    """
+
+    reason: str
+    message: str
+    source: str
+    tenant: str = "default"
+    type: str | None = None
+    payload: str | None = None
+    received_at: datetime | None = None
+    id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "source": self.source,
+            "type": self.type,
+            "reason": self.reason,
+            "message": self.message,
+            "payload": self.payload,
+            "received_at": format_time(self.received_at) if self.received_at else None,
+        }

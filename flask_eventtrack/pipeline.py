@@ -1,0 +1,160 @@
+"""The one path every event takes: enrich -> rules -> host hooks -> store -> signals.
+
+Dialects hand over events with *raw* user ids; from :meth:`Pipeline.submit` on,
+only keyed hashes exist, so neither hooks nor the store ever see a raw id
+(unless the host app switched hashing off).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import signals
+from .events import Event, Rejection, format_time, new_event_id, utcnow
+from .stores import WriteResult
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .stores import Store
+
+__all__ = ["Hooks", "Pipeline", "Reject"]
+
+
+class Reject(Exception):
+    """Raise from a rule or a ``before_store`` hook to keep an event out.
+
+    The event goes to the rejected log with ``reason`` and ``message``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class EventHook(Protocol):
+    def __call__(self, event: Event) -> Any: ...
+
+
+@dataclass
+class Hooks:
+    """Host hooks, called in registration order."""
+
+    #: ``fn(event) -> None``: add to ``event.props`` etc. before rules run
+    enrich: list[EventHook] = field(default_factory=list)
+    #: ``fn(event) -> None``: raise :class:`Reject` to refuse the event
+    rules: list[EventHook] = field(default_factory=list)
+    #: ``fn(event) -> Event | None``: return a changed event, or None to drop it
+    before_store: list[EventHook] = field(default_factory=list)
+    #: ``fn(event) -> None``: react after the event was committed
+    after_store: list[EventHook] = field(default_factory=list)
+
+
+class Pipeline:
+    """Per-app pipeline; built by ``init_app``, used by dialects and ``emit``."""
+
+    def __init__(
+        self,
+        app: Flask,
+        store: Store,
+        hooks: Hooks,
+        *,
+        hash_user: Callable[[str], str] | None,
+        clock_skew: timedelta,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.hooks = hooks
+        self.hash_user = hash_user
+        self.clock_skew = clock_skew
+
+    def user_key(self, raw_user: str) -> str:
+        """What a raw user id is stored as (its hash, unless hashing is off)."""
+        return self.hash_user(raw_user) if self.hash_user else raw_user
+
+    def enrich(self, event: Event, received: Any) -> None:
+        """Fill id and times, apply the future-time rule, hash user ids."""
+        event.id = new_event_id()
+        event.received_at = received
+        occurred = event.occurred_at
+        if occurred is None:
+            event.occurred_at = received
+            event.original_time = None
+        elif occurred > received + self.clock_skew and not event.keep_future:
+            event.original_time = event.original_time or format_time(occurred)
+            event.occurred_at = received
+        else:
+            event.original_time = None
+        if self.hash_user is not None:
+            if event.user is not None:
+                event.user = self.hash_user(event.user)
+            if event.links_to is not None:
+                event.links_to = self.hash_user(event.links_to)
+
+    def submit(self, events: Sequence[Event], rejections: Sequence[Rejection] = ()) -> WriteResult:
+        """Run events through the pipeline and commit them with ``rejections``.
+
+        :raises StoreUnavailable: nothing was committed; the caller answers 503.
+        """
+        received = utcnow()
+        rejected = list(rejections)
+        for rejection in rejected:
+            rejection.received_at = rejection.received_at or received
+        for event in events:
+            self.enrich(event, received)
+        sender = self.app
+        if signals.event_received.receivers:
+            signals.event_received.send(sender, events=list(events))
+        kept = self._apply_hooks(events, rejected) if self._has_hooks else list(events)
+        result = self.store.write(kept, rejected)
+        for hook in self.hooks.after_store:
+            for event in result.stored:
+                hook(event)
+        if result.stored and signals.event_stored.receivers:
+            signals.event_stored.send(sender, events=result.stored)
+        if result.rejected and signals.event_rejected.receivers:
+            signals.event_rejected.send(sender, rejections=result.rejected)
+        return result
+
+    @property
+    def _has_hooks(self) -> bool:
+        h = self.hooks
+        return bool(h.enrich or h.rules or h.before_store)
+
+    def _apply_hooks(self, events: Sequence[Event], rejected: list[Rejection]) -> list[Event]:
+        kept: list[Event] = []
+        for event in events:
+            try:
+                for hook in self.hooks.enrich:
+                    hook(event)
+                for hook in self.hooks.rules:
+                    hook(event)
+                current: Event | None = event
+                for hook in self.hooks.before_store:
+                    current = hook(current)
+                    if current is None:
+                        raise Reject("dropped", "dropped by a before_store hook of the host app")
+            except Reject as exc:
+                rejected.append(
+                    Rejection(
+                        reason=exc.reason,
+                        message=exc.message,
+                        source=event.source,
+                        tenant=event.tenant,
+                        type=event.type,
+                        payload=_payload(event),
+                        received_at=event.received_at,
+                    )
+                )
+                continue
+            kept.append(current)
+        return kept
+
+
+def _payload(event: Event) -> str:
+    return json.dumps(event.to_dict(), default=str, ensure_ascii=False)

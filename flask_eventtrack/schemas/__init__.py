@@ -1,0 +1,1 @@
+"""Marshmallow schemas: one per (dialect, event type), plus shared fields."""

@@ -1,0 +1,157 @@
+"""The store contract, and the registry that picks a store by URL scheme.
+
+A store keeps canonical events, the rejected log, identity links, event
+definitions and API keys. ``write`` is the only way in for events and it is
+atomic: when it returns, everything it was given is committed (or it raised
+:class:`~flask_eventtrack.errors.StoreUnavailable` and nothing was).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from ..events import Event, Rejection
+
+__all__ = ["EventQuery", "Store", "WriteResult", "store_from_url"]
+
+#: scheme -> "module:Class"; imported only when a URL asks for it.
+SCHEMES: dict[str, str] = {
+    "sqlite": "flask_eventtrack.stores.sqlite:SQLiteStore",
+    "postgresql": "flask_eventtrack.stores.postgres:PostgresStore",
+    "postgres": "flask_eventtrack.stores.postgres:PostgresStore",
+}
+
+
+@dataclass
+class EventQuery:
+    """Filters for reading events back; every field is optional."""
+
+    tenant: str | None = None
+    source: str | None = None
+    type: str | None = None
+    #: hashed user keys (as stored); see :meth:`Store.linked_users`
+    users: Sequence[str] | None = None
+    item_type: str | None = None
+    item_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    #: newest first instead of oldest first
+    newest_first: bool = False
+    limit: int | None = None
+    offset: int = 0
+
+
+@dataclass
+class WriteResult:
+    """What a write kept: stored events, and rejections (given or found)."""
+
+    stored: list[Event] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    #: events that replaced an earlier one (``Event.replace``)
+    replaced: list[Event] = field(default_factory=list)
+
+
+class Store(abc.ABC):
+    """Base class of every store. Subclasses are thread-safe and fork-safe."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, url: str, *, payload_limit: int = 4096, **options: Any) -> None:
+        self.url = url
+        self.payload_limit = payload_limit
+
+    # -- writing ---------------------------------------------------------
+    @abc.abstractmethod
+    def write(self, events: Sequence[Event], rejections: Sequence[Rejection] = ()) -> WriteResult:
+        """Commit events and rejections in one transaction, applying each
+        event's write directives (``dedup_key``/``replace``, ``once_per``,
+        ``links_to``); a discarded event becomes a ``duplicate`` rejection."""
+
+    # -- reading ---------------------------------------------------------
+    @abc.abstractmethod
+    def iter_events(self, query: EventQuery) -> Iterator[Event]:
+        """Events matching ``query``, oldest first unless ``newest_first``."""
+
+    @abc.abstractmethod
+    def count_events(self, query: EventQuery) -> int:
+        """How many events match ``query`` (ignores limit/offset)."""
+
+    @abc.abstractmethod
+    def iter_rejected(self, query: EventQuery) -> Iterator[Rejection]:
+        """The rejected log; ``users``/``item_*`` filters do not apply."""
+
+    @abc.abstractmethod
+    def linked_users(self, user: str) -> list[str]:
+        """``user`` and every user that was linked to it, directly or through a
+        chain of links (identity stitching)."""
+
+    @abc.abstractmethod
+    def stats(self) -> list[dict[str, Any]]:
+        """Rows of ``tenant, source, type, accepted, rejected``."""
+
+    @abc.abstractmethod
+    def definitions(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The event-definition catalog: ``tenant, source, name, first_seen,
+        last_seen, count, params`` (parameter names seen)."""
+
+    # -- API keys (stored hashed) ------------------------------------------
+    @abc.abstractmethod
+    def add_key(self, key_id: str, tenant: str, kind: str, key_hash: str, label: str) -> None:
+        """Remember a key by its hash."""
+
+    @abc.abstractmethod
+    def find_key(self, key_hash: str) -> dict[str, Any] | None:
+        """The key row for a hash, revoked or not."""
+
+    @abc.abstractmethod
+    def list_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Key rows (never the secret)."""
+
+    @abc.abstractmethod
+    def revoke_key(self, key_id: str) -> bool:
+        """Mark a key revoked; False when there is no such key."""
+
+    # -- life cycle ------------------------------------------------------
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable` if the store cannot be reached."""
+
+    def close(self) -> None:
+        """Release connections held by this process."""
+
+    def cap_payload(self, payload: str | None) -> str | None:
+        """Rejected payloads are kept, but only up to ``payload_limit`` chars."""
+        if payload is not None and len(payload) > self.payload_limit:
+            return payload[: self.payload_limit] + "...[truncated]"
+        return payload
+
+
+def store_from_url(url: str, **options: Any) -> Store:
+    """Build the store for ``url``.
+
+    :raises ConfigurationError: unknown scheme, or its driver is not installed.
+    """
+    scheme = urlsplit(url).scheme.split("+", 1)[0]
+    target = SCHEMES.get(scheme)
+    if target is None:
+        raise ConfigurationError(
+            f"Unknown store URL scheme {scheme!r} in {url!r}."
+            f" Known schemes: {', '.join(sorted(SCHEMES))}."
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"The {scheme!r} store needs an optional dependency: {exc}."
+            " Install it with: pip install 'flask-eventtrack[postgres]'"
+        ) from exc
+    cls: type[Store] = getattr(module, class_name)
+    return cls(url, **options)

@@ -1,0 +1,558 @@
+"""The embedded default store: one SQLite file, WAL mode, shared by worker processes.
+
+Schema is created and versioned with sqlite-utils migrations. Each thread of
+each process keeps one connection (opened lazily, reopened after a fork), and
+every write is one ``BEGIN IMMEDIATE`` transaction: writers queue on SQLite's
+lock for up to the busy timeout, and a write that still cannot get it raises
+:class:`StoreUnavailable` (a 503), never a silent loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlite_utils import Database, Migrations
+
+from ..errors import ConfigurationError, StoreUnavailable
+from ..events import Event, Rejection, format_time, new_event_id, parse_time, utcnow
+from . import EventQuery, Store, WriteResult
+
+log = logging.getLogger("flask_eventtrack")
+
+migrations = Migrations("flask_eventtrack")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    """Version 1 of the schema. Later releases add ``m002_...`` functions."""
+    db["events"].create(
+        {
+            "id": str,
+            "tenant": str,
+            "source": str,
+            "type": str,
+            "user": str,
+            "user_kind": str,
+            "item_type": str,
+            "item_id": str,
+            "occurred_at": str,
+            "received_at": str,
+            "original_time": str,
+            "props": str,
+            "dedup_key": str,
+            "status": str,
+        },
+        pk="id",
+        not_null={"tenant", "source", "type", "occurred_at", "received_at", "props"},
+        if_not_exists=True,
+    )
+    db["events"].create_index(["tenant", "type", "occurred_at"], if_not_exists=True)
+    db["events"].create_index(["user", "occurred_at"], if_not_exists=True)
+    db["events"].create_index(["item_type", "item_id"], if_not_exists=True)
+    # Partial unique index: events without a dedup key never conflict.
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS idx_events_dedup"
+        " ON events (tenant, source, dedup_key) WHERE dedup_key IS NOT NULL"
+    )
+    db["rejected"].create(
+        {
+            "id": str,
+            "tenant": str,
+            "source": str,
+            "type": str,
+            "reason": str,
+            "message": str,
+            "payload": str,
+            "received_at": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db["rejected"].create_index(["tenant", "source", "received_at"], if_not_exists=True)
+    db["identity_links"].create(
+        {"tenant": str, "user": str, "target": str, "created_at": str},
+        pk=("tenant", "user", "target"),
+        if_not_exists=True,
+    )
+    db["identity_links"].create_index(["target"], if_not_exists=True)
+    db["definitions"].create(
+        {
+            "tenant": str,
+            "source": str,
+            "name": str,
+            "first_seen": str,
+            "last_seen": str,
+            "count": int,
+            "params": str,
+        },
+        pk=("tenant", "source", "name"),
+        if_not_exists=True,
+    )
+    db["api_keys"].create(
+        {
+            "id": str,
+            "tenant": str,
+            "kind": str,
+            "key_hash": str,
+            "label": str,
+            "created_at": str,
+            "revoked_at": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db["api_keys"].create_index(["key_hash"], unique=True, if_not_exists=True)
+
+
+_COLUMNS = (
+    "id, tenant, source, type, user, user_kind, item_type, item_id,"
+    " occurred_at, received_at, original_time, props, dedup_key, status"
+)
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_ON_KEY = " ON CONFLICT (tenant, source, dedup_key) WHERE dedup_key IS NOT NULL"
+_INSERT_FIRST_WINS = _INSERT + _ON_KEY + " DO NOTHING"
+# Replacing keeps the stored id and occurred_at; everything else is the new event's.
+_INSERT_REPLACE = (
+    _INSERT
+    + _ON_KEY
+    + " DO UPDATE SET user_kind=excluded.user_kind, item_type=excluded.item_type,"
+    " item_id=excluded.item_id, received_at=excluded.received_at,"
+    " original_time=excluded.original_time, props=excluded.props, status=excluded.status"
+    " RETURNING id"
+)
+_INSERT_REJECTED = (
+    "INSERT INTO rejected (id, tenant, source, type, reason, message, payload, received_at)"
+    " VALUES (?,?,?,?,?,?,?,?)"
+)
+_UPSERT_DEFINITION = """
+INSERT INTO definitions (tenant, source, name, first_seen, last_seen, count, params)
+VALUES (?,?,?,?,?,?,?)
+ON CONFLICT (tenant, source, name) DO UPDATE SET
+  last_seen = max(last_seen, excluded.last_seen),
+  count = count + excluded.count,
+  params = (SELECT json_group_array(value) FROM (
+      SELECT value FROM json_each(definitions.params)
+      UNION SELECT value FROM json_each(excluded.params) ORDER BY value))
+"""
+_WITHIN_WINDOW = (
+    "SELECT 1 FROM events WHERE user = ? AND occurred_at > ? AND occurred_at < ?"
+    " AND tenant = ? AND source = ? AND type = ? LIMIT 1"
+)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _event_row(event: Event) -> tuple[Any, ...]:
+    return (
+        event.id,
+        event.tenant,
+        event.source,
+        event.type,
+        event.user,
+        event.user_kind,
+        event.item_type,
+        event.item_id,
+        format_time(event.occurred_at),  # type: ignore[arg-type]
+        format_time(event.received_at),  # type: ignore[arg-type]
+        event.original_time,
+        _dumps(event.props),
+        event.dedup_key,
+        event.status,
+    )
+
+
+def _row_event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"],
+        tenant=row["tenant"],
+        source=row["source"],
+        type=row["type"],
+        user=row["user"],
+        user_kind=row["user_kind"],
+        item_type=row["item_type"],
+        item_id=row["item_id"],
+        occurred_at=parse_time(row["occurred_at"]),
+        received_at=parse_time(row["received_at"]),
+        original_time=row["original_time"],
+        props=json.loads(row["props"]),
+        dedup_key=row["dedup_key"],
+        status=row["status"],
+    )
+
+
+class SQLiteStore(Store):
+    """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+
+    schemes = ("sqlite",)
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        payload_limit: int = 4096,
+        synchronous: str = "NORMAL",
+        busy_timeout: int = 5000,
+        retry_after: int = 5,
+        **options: Any,
+    ) -> None:
+        super().__init__(url, payload_limit=payload_limit)
+        path = urlsplit(url).path
+        if not path.startswith("/") or path == "/":
+            raise ConfigurationError(f"SQLite store URL {url!r} has no file path.")
+        self.path = path[1:]  # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> /abs.db
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ConfigurationError(
+                f"EVENTTRACK_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}."
+            )
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = int(busy_timeout)
+        self.retry_after = retry_after
+        self._local = threading.local()
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        self._migrate()
+
+    # -- connections -----------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout / 1000,
+            isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout}")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection; a forked child opens its own."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn = self._connect()
+            local.pid = os.getpid()
+        conn: sqlite3.Connection = local.conn
+        return conn
+
+    def _migrate(self) -> None:
+        # Several workers may start at once: the loser of a race sees an
+        # IntegrityError or a lock, and retries to find nothing pending.
+        for attempt in range(20):
+            try:
+                db = Database(self._connect(), execute_plugins=False)
+                try:
+                    migrations.apply(db)
+                finally:
+                    db.close()
+                return
+            except sqlite3.Error:
+                if attempt == 19:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        log.error("SQLite store %s could not commit: %s", self.path, exc)
+        message = "The event store is busy or unavailable; nothing was stored. Retry later."
+        return StoreUnavailable(message, retry_after=self.retry_after)
+
+    # -- writing ---------------------------------------------------------
+    def write(self, events: Sequence[Event], rejections: Sequence[Rejection] = ()) -> WriteResult:
+        result = WriteResult()
+        rejected = list(rejections)
+        with self._transaction() as conn:
+            plain = [e for e in events if not (e.dedup_key or e.once_per or e.links_to)]
+            if plain:
+                conn.executemany(_INSERT, [_event_row(e) for e in plain])
+                result.stored.extend(plain)
+            for event in events:
+                if event.dedup_key or event.once_per or event.links_to:
+                    self._write_directed(conn, event, result, rejected)
+            if result.stored:
+                self._update_definitions(conn, result.stored)
+            if rejected:
+                conn.executemany(_INSERT_REJECTED, [self._rejection_row(r) for r in rejected])
+        result.rejected = rejected
+        return result
+
+    def _write_directed(
+        self,
+        conn: sqlite3.Connection,
+        event: Event,
+        result: WriteResult,
+        rejected: list[Rejection],
+    ) -> None:
+        """Write one event that carries a dedup key, a window or a link."""
+        if event.once_per is not None:
+            at = event.occurred_at or utcnow()
+            hit = conn.execute(
+                _WITHIN_WINDOW,
+                (
+                    event.user,
+                    format_time(at - event.once_per),
+                    format_time(at + event.once_per),
+                    event.tenant,
+                    event.source,
+                    event.type,
+                ),
+            ).fetchone()
+            if hit:
+                minutes = event.once_per.total_seconds() / 60
+                rejected.append(
+                    self._duplicate(event, f"a {event.type!r} event for this user was already"
+                                    f" recorded within {minutes:g} minutes")
+                )
+                return
+        row = _event_row(event)
+        if event.dedup_key and event.replace:
+            (kept_id,) = conn.execute(_INSERT_REPLACE, row).fetchone()
+            if kept_id != event.id:
+                event.id = kept_id
+                result.replaced.append(event)
+        elif event.dedup_key:
+            if conn.execute(_INSERT_FIRST_WINS, row).rowcount == 0:
+                rejected.append(
+                    self._duplicate(event, f"an event with key {event.dedup_key!r} was already recorded")
+                )
+                return
+        else:
+            conn.execute(_INSERT, row)
+        if event.links_to:
+            conn.execute(
+                "INSERT OR IGNORE INTO identity_links (tenant, user, target, created_at)"
+                " VALUES (?,?,?,?)",
+                (event.tenant, event.user, event.links_to, row[9]),
+            )
+        result.stored.append(event)
+
+    @staticmethod
+    def _duplicate(event: Event, message: str) -> Rejection:
+        return Rejection(
+            reason="duplicate",
+            message=message,
+            source=event.source,
+            tenant=event.tenant,
+            type=event.type,
+            payload=_dumps(event.to_dict()),
+            received_at=event.received_at,
+            id=new_event_id(),
+        )
+
+    def _rejection_row(self, r: Rejection) -> tuple[Any, ...]:
+        return (
+            r.id or new_event_id(),
+            r.tenant,
+            r.source,
+            r.type,
+            r.reason,
+            r.message,
+            self.cap_payload(r.payload),
+            format_time(r.received_at or utcnow()),
+        )
+
+    @staticmethod
+    def _update_definitions(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+        groups: dict[tuple[str, str, str], list[Any]] = {}
+        for e in events:
+            seen = format_time(e.received_at)  # type: ignore[arg-type]
+            group = groups.get((e.tenant, e.source, e.type))
+            if group is None:
+                groups[(e.tenant, e.source, e.type)] = [seen, seen, 1, set(e.props)]
+            else:
+                group[1] = max(group[1], seen)
+                group[2] += 1
+                group[3].update(e.props)
+        conn.executemany(
+            _UPSERT_DEFINITION,
+            [
+                (t, s, n, first, last, count, _dumps(sorted(params)))
+                for (t, s, n), (first, last, count, params) in groups.items()
+            ],
+        )
+
+    # -- reading ---------------------------------------------------------
+    @staticmethod
+    def _where(query: EventQuery, *, rejected: bool = False) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        time_column = "received_at" if rejected else "occurred_at"
+        for column in ("tenant", "source", "type"):
+            value = getattr(query, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if not rejected:
+            if query.users is not None:
+                clauses.append(f"user IN ({','.join('?' * len(query.users))})")
+                args.extend(query.users)
+            for column in ("item_type", "item_id"):
+                value = getattr(query, column)
+                if value is not None:
+                    clauses.append(f"{column} = ?")
+                    args.append(value)
+        if query.since is not None:
+            clauses.append(f"{time_column} >= ?")
+            args.append(format_time(query.since))
+        if query.until is not None:
+            clauses.append(f"{time_column} < ?")
+            args.append(format_time(query.until))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def _select(self, table: str, query: EventQuery, order: str) -> Iterator[sqlite3.Row]:
+        where, args = self._where(query, rejected=table == "rejected")
+        sql = f"SELECT * FROM {table}{where} ORDER BY {order}"
+        if query.limit is not None or query.offset:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if query.limit is None else query.limit, query.offset]
+        # A separate connection: a long export must not hold this thread's
+        # connection (and its read snapshot) away from writes.
+        conn = self._connect()
+        try:
+            cursor = conn.execute(sql, args)
+            while rows := cursor.fetchmany(500):
+                yield from rows
+        finally:
+            conn.close()
+
+    def iter_events(self, query: EventQuery) -> Iterator[Event]:
+        direction = "DESC" if query.newest_first else "ASC"
+        for row in self._select("events", query, f"occurred_at {direction}, id {direction}"):
+            yield _row_event(row)
+
+    def count_events(self, query: EventQuery) -> int:
+        where, args = self._where(query)
+        (count,) = self.conn.execute(f"SELECT count(*) FROM events{where}", args).fetchone()
+        return int(count)
+
+    def iter_rejected(self, query: EventQuery) -> Iterator[Rejection]:
+        for row in self._select("rejected", query, "received_at, id"):
+            yield Rejection(
+                id=row["id"],
+                tenant=row["tenant"],
+                source=row["source"],
+                type=row["type"],
+                reason=row["reason"],
+                message=row["message"],
+                payload=row["payload"],
+                received_at=parse_time(row["received_at"]),
+            )
+
+    def linked_users(self, user: str) -> list[str]:
+        rows = self.conn.execute(
+            "WITH RECURSIVE linked(u) AS (SELECT ? UNION"
+            " SELECT l.user FROM identity_links l JOIN linked ON l.target = linked.u)"
+            " SELECT u FROM linked",
+            (user,),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def stats(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            """
+            SELECT tenant, source, type, sum(accepted) AS accepted, sum(rejected) AS rejected
+            FROM (
+              SELECT tenant, source, type, count(*) AS accepted, 0 AS rejected
+              FROM events GROUP BY tenant, source, type
+              UNION ALL
+              SELECT tenant, source, coalesce(type, ''), 0, count(*)
+              FROM rejected GROUP BY tenant, source, type
+            ) GROUP BY tenant, source, type ORDER BY tenant, source, type
+            """
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def definitions(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM definitions"
+        args: list[Any] = []
+        if tenant is not None:
+            sql += " WHERE tenant = ?"
+            args.append(tenant)
+        rows = self.conn.execute(sql + " ORDER BY tenant, source, name", args).fetchall()
+        return [{**dict(row), "params": json.loads(row["params"])} for row in rows]
+
+    # -- keys ------------------------------------------------------------
+    def add_key(self, key_id: str, tenant: str, kind: str, key_hash: str, label: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (id, tenant, kind, key_hash, label, created_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (key_id, tenant, kind, key_hash, label, format_time(utcnow())),
+            )
+
+    def find_key(self, key_hash: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        return dict(row) if row else None
+
+    def list_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, tenant, kind, label, created_at, revoked_at FROM api_keys"
+        args = [tenant] if tenant is not None else []
+        if tenant is not None:
+            sql += " WHERE tenant = ?"
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (format_time(utcnow()), key_id),
+            )
+        return cursor.rowcount > 0
+
+    # -- helpers -----------------------------------------------------------
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def check(self) -> None:
+        try:
+            self.conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            conn.close()
+        self._local = threading.local()
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run a read query on this thread's connection (for dialect helpers)."""
+        return self.conn.execute(sql, args).fetchall()
+
+
+class _Transaction:
+    """``with store._transaction() as conn``: BEGIN IMMEDIATE ... COMMIT, 503 on failure."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.store.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self.store._unavailable(exc) from exc
+        return self.store.conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn = self.store.conn
+        if exc_type is not None:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self.store._unavailable(exc) from exc
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise self.store._unavailable(err) from err
+
