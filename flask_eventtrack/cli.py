@@ -15,6 +15,7 @@ from flask.cli import with_appcontext
 from .dialects import available_dialects, dialect_module
 from .events import EXPORT_FIELDS
 from .extension import get_state
+from .keys import KEY_KINDS, create_key
 from .stores import EventQuery
 
 REJECTED_FIELDS = ("id", "tenant", "source", "type", "reason", "message", "payload", "received_at")
@@ -125,6 +126,40 @@ def stats(as_json: bool) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
     if not rows:
         click.echo("(no events yet)", file=sys.stderr)
+
+
+@cli.group(help="Create, list and revoke API and tracker keys (stored hashed).")
+def keys() -> None:
+    pass
+
+
+@keys.command("create", help="Issue a key for a tenant; the secret is printed once.")
+@click.option("--tenant", required=True, help="The tenant (workspace / customer id) the key writes to.")
+@click.option("--kind", type=click.Choice(KEY_KINDS), default="api", show_default=True)
+@click.option("--label", default="", help="A note to recognise the key by.")
+@with_appcontext
+def keys_create(tenant: str, kind: str, label: str) -> None:
+    issued = create_key(get_state().store, tenant, kind, label)
+    click.echo(f"id: {issued.id}", err=True)
+    click.echo(issued.secret)
+
+
+@keys.command("list", help="List keys (never their secrets).")
+@click.option("--tenant", help="Only this tenant.")
+@with_appcontext
+def keys_list(tenant: str | None) -> None:
+    for row in get_state().store.list_keys(tenant):
+        status = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        click.echo(f"{row['id']}  {row['tenant']}  {row['kind']}  {status}  {row['label'] or ''}".rstrip())
+
+
+@keys.command("revoke", help="Revoke a key by its id; it stops working at once.")
+@click.argument("key_id")
+@with_appcontext
+def keys_revoke(key_id: str) -> None:
+    if not get_state().store.revoke_key(key_id):
+        raise click.ClickException(f"No active key with id {key_id!r}.")
+    click.echo(f"revoked {key_id}")
 
 
 for _name in available_dialects():
