@@ -94,6 +94,7 @@ class EventTrack:
             app.config.setdefault(key, default)
         config = {key: app.config[key] for key in defaults}
         store = self._store or self._make_store(app, config)
+        app.config["EVENTTRACK_STORE_URL"] = config["EVENTTRACK_STORE_URL"]
 
         hash_user = None
         if config["EVENTTRACK_HASH_USER_IDS"]:

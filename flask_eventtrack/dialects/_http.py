@@ -39,11 +39,13 @@ def parse_json(body: bytes) -> Any:
     if b"\x00" in body or b"\\u0000" in body:
         raise BadPayload("The body contains a NUL character.", reason="schema_violation")
     try:
-        return json.loads(body)
-    except RecursionError:
-        raise BadPayload("The JSON is nested too deeply.", reason="size_violation") from None
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadPayload("The body is not UTF-8 encoded.", reason="invalid_json") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadPayload("The JSON is nested too deeply.", reason="size_violation") from None
     except ValueError as exc:
         raise BadPayload(f"The body is not valid JSON: {exc}.", reason="invalid_json") from None
 

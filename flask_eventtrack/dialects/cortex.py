@@ -169,12 +169,17 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     pipeline = state.pipeline
     bp = Blueprint("eventtrack_cortex", __name__)
 
-    @bp.post("/", strict_slashes=False)
     def track() -> Response:
         signature = request.headers.get(SIGNATURE_HEADER)
         events, rejections = reader.read(read_body(state), signature)
         pipeline.submit(events, rejections)
         return Response(_OK_BODY, status=200, mimetype="application/json")
+
+    # Both "<prefix>" and "<prefix>/" answer (werkzeug's strict_slashes=False
+    # would turn a GET on one of them into a 404 instead of a 405).
+    bp.add_url_rule("/", view_func=track, methods=["POST"])
+    if state.config["EVENTTRACK_CORTEX_URL_PREFIX"]:
+        bp.add_url_rule("", endpoint="track_no_slash", view_func=track, methods=["POST"])
 
     @bp.errorhandler(PayloadTooLarge)
     def too_large(error: PayloadTooLarge) -> Response | tuple[dict[str, Any], int]:

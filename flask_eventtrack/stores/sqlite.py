@@ -207,6 +207,11 @@ class SQLiteStore(Store):
         if not path.startswith("/") or path == "/":
             raise ConfigurationError(f"SQLite store URL {url!r} has no file path.")
         self.path = path[1:]  # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> /abs.db
+        if self.path == ":memory:":
+            raise ConfigurationError(
+                "An in-memory SQLite database would be private to each connection (and lost);"
+                " use a file, e.g. sqlite:////tmp/eventtrack.db."
+            )
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ConfigurationError(
                 f"EVENTTRACK_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}."

@@ -1,0 +1,117 @@
+"""``flask eventtrack export | stats | keys``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import click
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_eventtrack import cli as cli_module
+from flask_eventtrack.events import EXPORT_FIELDS
+from flask_eventtrack.extension import EventTrackState
+
+DATA = {
+    "data": [
+        {"user_id": "alice", "type": "click", "item_id": "A", "timestamp": 1700000000},
+        {"user_id": "bob", "type": "purchase", "item_id": "B", "timestamp": 1700003600, "price": 9.5},
+        {"user_id": "alice", "type": "purchase", "item_id": "C", "timestamp": 1700007200},
+        {"type": "broken"},
+    ]
+}
+
+
+def run(app: Flask, *args: str) -> Any:
+    result = app.test_cli_runner().invoke(cli_module.cli, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def test_export_ndjson_has_the_spec_fields(app: Flask, client: FlaskClient, state: EventTrackState) -> None:
+    client.post("/cortex", json=DATA)
+    rows = lines(run(app, "export").stdout)
+    assert len(rows) == 3
+    assert all(tuple(row) == EXPORT_FIELDS for row in rows)
+    assert rows[1]["props"] == {"price": 9.5}
+    assert rows[0]["occurred_at"] == "2023-11-14T22:13:20.000Z"
+
+
+def test_export_filters(app: Flask, client: FlaskClient, state: EventTrackState) -> None:
+    client.post("/cortex", json=DATA)
+    assert [r["type"] for r in lines(run(app, "export", "--type", "purchase").stdout)] == ["purchase"] * 2
+    by_alice = lines(run(app, "export", "--user", "alice").stdout)
+    assert [r["item_id"] for r in by_alice] == ["A", "C"]
+    assert all(r["user"] == state.pipeline.user_key("alice") for r in by_alice)
+    window = lines(run(app, "export", "--since", "2023-11-14T23:00:00Z", "--until", "2023-11-15T00:00:00+00:00").stdout)
+    assert [r["item_id"] for r in window] == ["B"]
+    assert lines(run(app, "export", "--tenant", "nobody").stdout) == []
+    assert len(lines(run(app, "export", "--source", "cortex").stdout)) == 3
+
+
+def test_export_rejected_log_and_csv(app: Flask, client: FlaskClient, tmp_path: Any) -> None:
+    client.post("/cortex", json=DATA)
+    (row,) = lines(run(app, "export", "--rejected").stdout)
+    assert row["reason"] == "schema_violation" and "data[3]" in row["message"]
+    out = tmp_path / "events.csv"
+    run(app, "export", "--format", "csv", "--output", str(out))
+    table = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(table) == 3 and list(table[0]) == list(EXPORT_FIELDS)
+    assert json.loads(table[1]["props"]) == {"price": 9.5}
+
+
+def test_export_reports_progress_on_stderr(app: Flask, client: FlaskClient, monkeypatch: Any) -> None:
+    monkeypatch.setattr(cli_module, "PROGRESS_EVERY", 2)
+    client.post("/cortex", json=DATA)
+    result = run(app, "export")
+    assert len(lines(result.stdout)) == 3
+    assert "... 2 of 3" in result.stderr and "exported 3 rows" in result.stderr
+
+
+def test_bad_time_is_a_usage_error(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(cli_module.cli, ["export", "--since", "last tuesday"])
+    assert result.exit_code == 2 and "not an ISO 8601" in result.output
+
+
+def test_stats(app: Flask, client: FlaskClient) -> None:
+    client.post("/cortex", json=DATA)
+    rows = lines(run(app, "stats", "--json").stdout)
+    counts = {(r["source"], r["type"]): (r["accepted"], r["rejected"]) for r in rows}
+    assert counts[("cortex", "purchase")] == (2, 0)
+    assert counts[("cortex", "click")] == (1, 0)
+    assert counts[("cortex", "broken")] == (0, 1)
+    table = run(app, "stats").stdout
+    assert table.splitlines()[0].split() == ["tenant", "source", "type", "accepted", "rejected"]
+
+
+def test_keys_create_list_revoke(app: Flask, state: EventTrackState) -> None:
+    from flask_eventtrack.keys import check_key
+
+    secret = run(app, "keys", "create", "--tenant", "acme", "--label", "shop").stdout.strip()
+    assert check_key(state.store, secret) == "acme"
+    (listed,) = run(app, "keys", "list").stdout.splitlines()
+    key_id = listed.split()[0]
+    assert "acme" in listed and "active" in listed and secret not in listed
+    assert all(secret not in json.dumps(row) for row in state.store.list_keys())
+    assert run(app, "keys", "revoke", key_id).exit_code == 0
+    assert "revoked" in run(app, "keys", "list").stdout
+    assert run(app, "keys", "revoke", key_id).exit_code == 1
+
+
+def test_every_command_has_help() -> None:
+    def walk(command: click.Command) -> list[click.Command]:
+        found = [command]
+        if isinstance(command, click.Group):
+            for sub in command.commands.values():
+                found += walk(sub)
+        return found
+
+    for command in walk(cli_module.cli):
+        assert command.help, f"{command.name} has no help"

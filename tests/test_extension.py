@@ -1,0 +1,245 @@
+"""The extension contract, the pipeline, host hooks, signals and emit()."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from flask import Flask
+from marshmallow import ValidationError
+
+from flask_eventtrack import (
+    ConfigurationError,
+    Event,
+    EventTrack,
+    Reject,
+    event_received,
+    event_rejected,
+    event_stored,
+    get_state,
+)
+from flask_eventtrack.events import new_event_id
+from flask_eventtrack.stores import EventQuery
+
+
+def make_app(tmp_path: Any, name: str = "a", **config: Any) -> Flask:
+    app = Flask(name)
+    app.config.update(SECRET_KEY="k", EVENTTRACK_STORE_URL=f"sqlite:///{tmp_path}/{name}.db", **config)
+    return app
+
+
+def test_factory_pattern_serves_several_apps(tmp_path: Any) -> None:
+    track = EventTrack()
+    first, second = make_app(tmp_path, "first"), make_app(tmp_path, "second")
+    track.init_app(first)
+    track.init_app(second)
+    first.test_client().post("/cortex", json={"data": [{"user_id": "u", "type": "a"}]})
+    with second.app_context():
+        assert track.store.count_events(EventQuery()) == 0
+    with first.app_context():
+        assert track.store.count_events(EventQuery()) == 1
+    assert get_state(first).store is not get_state(second).store
+    assert not hasattr(track, "app")
+
+
+def test_init_app_twice_is_an_error(tmp_path: Any) -> None:
+    app = make_app(tmp_path)
+    EventTrack(app)
+    with pytest.raises(RuntimeError, match="already been registered"):
+        EventTrack(app)
+
+
+def test_get_state_without_init_app_says_what_to_do() -> None:
+    with Flask("x").app_context(), pytest.raises(RuntimeError, match="init_app"):
+        get_state()
+
+
+def test_defaults_are_visible_in_app_config(tmp_path: Any) -> None:
+    app = make_app(tmp_path)
+    EventTrack(app)
+    assert app.config["EVENTTRACK_MAX_EVENTS_PER_REQUEST"] == 1000
+    assert app.config["EVENTTRACK_CORTEX_URL_PREFIX"] == "/cortex"
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"SECRET_KEY": None}, "SECRET_KEY or EVENTTRACK_HASH_KEY"),
+        ({"EVENTTRACK_DIALECTS": "cortex,snowplow"}, r"unknown dialects \['snowplow'\]"),
+        ({"EVENTTRACK_STORE_URL": "redis://x"}, "Unknown store URL scheme"),
+        ({"EVENTTRACK_CORTEX_SIGNATURE": "sometimes"}, "'off' or 'required'"),
+        ({"EVENTTRACK_CORTEX_SIGNATURE": "required"}, "SIGNING_KEYS is empty"),
+    ],
+)
+def test_configuration_errors_happen_in_init_app(tmp_path: Any, config: dict[str, Any], words: str) -> None:
+    app = make_app(tmp_path)
+    app.config.update(config)
+    with pytest.raises(ConfigurationError, match=words):
+        EventTrack(app)
+
+
+def test_dialects_can_be_switched_off_and_prefixes_moved(tmp_path: Any) -> None:
+    app = make_app(tmp_path, EVENTTRACK_DIALECTS="cortex", EVENTTRACK_CORTEX_URL_PREFIX="/t/cortex")
+    EventTrack(app)
+    client = app.test_client()
+    assert client.post("/cortex", json={"data": []}).status_code == 404
+    assert client.post("/t/cortex", json={"data": []}).status_code == 200
+    assert [bp for bp in app.blueprints] == ["eventtrack_cortex"]
+
+
+def test_default_store_is_sqlite_in_the_instance_folder(tmp_path: Any) -> None:
+    app = Flask("inst", instance_path=str(tmp_path / "inst"))
+    app.config["SECRET_KEY"] = "k"
+    EventTrack(app)
+    assert app.config["EVENTTRACK_STORE_URL"] == f"sqlite:///{tmp_path}/inst/eventtrack.db"
+    assert (tmp_path / "inst" / "eventtrack.db").exists()
+
+
+def test_raw_user_ids_can_be_kept_when_the_host_opts_out(tmp_path: Any) -> None:
+    app = make_app(tmp_path, EVENTTRACK_HASH_USER_IDS=False)
+    EventTrack(app)
+    app.test_client().post("/cortex", json={"data": [{"user_id": "Alice", "type": "t"}]})
+    (event,) = get_state(app).store.iter_events(EventQuery())
+    assert event.user == "Alice"
+
+
+def test_user_hash_is_keyed_stable_and_case_sensitive(tmp_path: Any) -> None:
+    one, two = make_app(tmp_path, "one"), make_app(tmp_path, "two")
+    two.config["SECRET_KEY"] = "another"
+    EventTrack(one), EventTrack(two)
+    key_one, key_two = get_state(one).pipeline, get_state(two).pipeline
+    assert key_one.user_key("alice") == key_one.user_key("alice")
+    assert key_one.user_key("alice") != key_one.user_key("Alice")
+    assert key_one.user_key("alice") != key_two.user_key("alice")
+    assert len(key_one.user_key("alice")) == 32
+
+
+# -- hooks and signals ----------------------------------------------------------------
+
+
+def test_hooks_run_in_order_and_can_change_reject_or_drop(tmp_path: Any) -> None:
+    track = EventTrack()
+    calls: list[str] = []
+
+    @track.enrich
+    def add_country(event: Event) -> None:
+        calls.append("enrich")
+        event.props["country"] = "NL"
+
+    @track.rule
+    def no_tests(event: Event) -> None:
+        calls.append("rule")
+        if event.type == "test":
+            raise Reject("test_traffic", "test events are not recorded")
+
+    @track.before_store
+    def drop_internal(event: Event) -> Event | None:
+        calls.append("before")
+        return None if event.props.get("internal") else event
+
+    stored: list[str] = []
+
+    @track.after_store
+    def remember(event: Event) -> None:
+        stored.append(event.type)
+
+    app = make_app(tmp_path)
+    track.init_app(app)
+    data = [
+        {"user_id": "u", "type": "click"},
+        {"user_id": "u", "type": "test"},
+        {"user_id": "u", "type": "view", "internal": True},
+    ]
+    app.test_client().post("/cortex", json={"data": data})
+    store = get_state(app).store
+    (event,) = store.iter_events(EventQuery())
+    assert event.props == {"country": "NL"}
+    assert stored == ["click"]
+    reasons = {r.type: (r.reason, r.message) for r in store.iter_rejected(EventQuery())}
+    assert reasons["test"] == ("test_traffic", "test events are not recorded")
+    assert reasons["view"][0] == "dropped"
+    assert calls[:3] == ["enrich", "rule", "before"]
+
+
+def test_hooks_never_see_raw_user_ids(tmp_path: Any) -> None:
+    track = EventTrack()
+    seen: list[str | None] = []
+    track.before_store(lambda e: seen.append(e.user) or e)
+    app = make_app(tmp_path)
+    track.init_app(app)
+    app.test_client().post("/cortex", json={"data": [{"user_id": "raw-id", "type": "t"}]})
+    assert seen == [get_state(app).pipeline.user_key("raw-id")]
+
+
+def test_signals_are_sent_with_the_app_as_sender(tmp_path: Any) -> None:
+    app = make_app(tmp_path)
+    EventTrack(app)
+    got: dict[str, Any] = {}
+
+    def on_received(sender: Any, events: list[Event]) -> None:
+        got["received"] = (sender, len(events))
+
+    def on_stored(sender: Any, events: list[Event]) -> None:
+        got["stored"] = (sender, [e.type for e in events])
+
+    def on_rejected(sender: Any, rejections: list[Any]) -> None:
+        got["rejected"] = (sender, [r.reason for r in rejections])
+
+    with event_received.connected_to(on_received), event_stored.connected_to(on_stored), \
+            event_rejected.connected_to(on_rejected):
+        app.test_client().post("/cortex", json={"data": [{"user_id": "u", "type": "ok"}, {"type": 1}]})
+    assert got["received"] == (app, 1)
+    assert got["stored"] == (app, ["ok"])
+    assert got["rejected"] == (app, ["schema_violation"])
+
+
+# -- emit --------------------------------------------------------------------------------
+
+
+def test_emit_goes_through_the_same_pipeline(tmp_path: Any) -> None:
+    track = EventTrack()
+    track.enrich(lambda e: e.props.setdefault("via", "hook"))
+    app = make_app(tmp_path)
+    track.init_app(app)
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    with app.app_context():
+        result = track.emit("signup", user="42", props={"plan": "pro"}, occurred_at=when)
+        (event,) = track.store.iter_events(EventQuery())
+        assert event.user == track.user_key("42") != "42"
+    assert result.stored[0].id == event.id
+    assert event.source == "app" and event.tenant == "default"
+    assert event.props == {"plan": "pro", "via": "hook"}
+    assert event.occurred_at == when
+
+
+def test_emit_validates(tmp_path: Any) -> None:
+    track = EventTrack()
+    app = make_app(tmp_path)
+    track.init_app(app)
+    with app.app_context():
+        with pytest.raises(ValidationError) as info:
+            track.emit("", user="u")
+        assert "type" in info.value.messages
+        with pytest.raises(ValidationError):
+            track.emit("t", occurred_at=datetime(2024, 1, 1))  # naive: no offset
+
+
+def test_future_time_within_clock_skew_is_kept(tmp_path: Any) -> None:
+    track = EventTrack()
+    app = make_app(tmp_path, EVENTTRACK_CLOCK_SKEW=600)
+    track.init_app(app)
+    soon = datetime.now(timezone.utc) + timedelta(seconds=300)
+    with app.app_context():
+        (event,) = track.emit("t", occurred_at=soon).stored
+    assert event.occurred_at is not None and event.occurred_at > event.received_at  # type: ignore[operator]
+    assert event.original_time is None
+
+
+def test_event_ids_are_uuid7_and_time_ordered() -> None:
+    import uuid
+
+    ids = [new_event_id() for _ in range(5000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids[:10])

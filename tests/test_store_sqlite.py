@@ -1,0 +1,181 @@
+"""SQLite store: durability answers (503, never a false 2xx), concurrency, schema."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from flask_eventtrack import ConfigurationError, store_from_url
+from flask_eventtrack.events import Event, utcnow
+from flask_eventtrack.extension import EventTrackState
+from flask_eventtrack.stores import EventQuery
+from flask_eventtrack.stores.sqlite import SQLiteStore
+
+BATCH = {"data": [{"user_id": "u1", "type": "click"}, {"user_id": "u2", "type": "click"}]}
+
+
+def count(state: EventTrackState) -> int:
+    return state.store.count_events(EventQuery())
+
+
+@pytest.fixture
+def config(config: dict[str, Any]) -> dict[str, Any]:
+    config["EVENTTRACK_SQLITE_BUSY_TIMEOUT"] = 200
+    config["EVENTTRACK_RETRY_AFTER"] = 7
+    return config
+
+
+def test_locked_database_is_503_with_retry_after_then_recovers(
+    client: FlaskClient, state: EventTrackState
+) -> None:
+    assert isinstance(state.store, SQLiteStore)
+    other = sqlite3.connect(state.store.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        response = client.post("/cortex", json=BATCH)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "7"
+        assert "nothing was stored" in response.get_json()["message"]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert count(state) == 0
+    assert client.post("/cortex", json=BATCH).status_code == 200
+    assert count(state) == 2
+
+
+def test_disk_full_is_503_and_nothing_half_written(client: FlaskClient, state: EventTrackState) -> None:
+    assert isinstance(state.store, SQLiteStore)
+    conn = state.store.conn
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow: SQLITE_FULL
+    big = {"data": [{"user_id": f"u{i}", "type": "click", "pad": "x" * 1000} for i in range(200)]}
+    response = client.post("/cortex", json=big)
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+    conn.execute("PRAGMA max_page_count = 1073741823")
+    assert count(state) == 0
+
+
+def test_read_only_database_is_503(client: FlaskClient, state: EventTrackState) -> None:
+    assert isinstance(state.store, SQLiteStore)
+    state.store.conn.execute("PRAGMA query_only = 1")
+    response = client.post("/cortex", json=BATCH)
+    assert response.status_code == 503
+    state.store.conn.execute("PRAGMA query_only = 0")
+    assert count(state) == 0
+
+
+def test_custom_params_never_become_columns(client: FlaskClient, state: EventTrackState) -> None:
+    assert isinstance(state.store, SQLiteStore)
+    hostile = 'x" TEXT); DROP TABLE events; --'
+    client.post("/cortex", json={"data": [{"user_id": "u", "type": "t", hostile: 1, "device": "m"}]})
+    columns = [row[1] for row in state.store.conn.execute("PRAGMA table_info(events)")]
+    assert hostile not in columns and "device" not in columns
+    (event,) = state.store.iter_events(EventQuery())
+    assert event.props == {hostile: 1, "device": "m"}
+
+
+def test_wal_mode_and_indexes(state: EventTrackState) -> None:
+    assert isinstance(state.store, SQLiteStore)
+    conn = state.store.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(events)")}
+    assert {"idx_events_tenant_type_occurred_at", "idx_events_user_occurred_at", "idx_events_dedup"} <= indexes
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM events WHERE tenant='t' AND type='x' AND occurred_at > ''"
+    ).fetchall()
+    assert "idx_events_tenant_type_occurred_at" in str([tuple(r) for r in plan])
+
+
+def test_synchronous_is_one_key_away(tmp_path: Any) -> None:
+    store = store_from_url(f"sqlite:///{tmp_path}/s.db", synchronous="FULL")
+    assert isinstance(store, SQLiteStore)
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    with pytest.raises(ConfigurationError, match="OFF, NORMAL, FULL or EXTRA"):
+        store_from_url(f"sqlite:///{tmp_path}/s.db", synchronous="SOMETIMES")
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("mysql://localhost/x", "Unknown store URL scheme 'mysql'"),
+        ("sqlite://", "no file path"),
+        ("sqlite:///:memory:", "in-memory"),
+    ],
+)
+def test_bad_store_urls(url: str, words: str) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        store_from_url(url)
+
+
+def test_schema_is_versioned_and_reopening_is_idempotent(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/v.db"
+    first = store_from_url(url)
+    first.write([_event("a")])
+    second = store_from_url(url)
+    assert second.count_events(EventQuery()) == 1
+    assert isinstance(second, SQLiteStore)
+    applied = second.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
+    assert "m001_initial" in [row[0] for row in applied]
+
+
+def _event(user: str, **kwargs: Any) -> Event:
+    now = utcnow()
+    from flask_eventtrack.events import new_event_id
+
+    return Event(tenant="t", source="app", type="x", user=user, occurred_at=now, received_at=now,
+                 id=new_event_id(), **kwargs)
+
+
+# -- several processes on one file ------------------------------------------------------
+
+
+def _worker(url: str, worker: int, requests: int, queue: Any) -> None:
+    from example_app import create_app
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "s", "EVENTTRACK_STORE_URL": url})
+    client = app.test_client()
+    acknowledged = 0
+    for i in range(requests):
+        batch = {"data": [{"user_id": f"w{worker}-r{i}-e{j}", "type": "click"} for j in range(5)]}
+        if client.post("/cortex", json=batch).status_code == 200:
+            acknowledged += 5
+    queue.put(acknowledged)
+
+
+def test_two_processes_write_concurrently_without_loss_or_duplicates(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    store_from_url(url)  # create the schema once, as init_app would
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_worker, args=(url, w, 60, queue)) for w in range(2)]
+    for p in workers:
+        p.start()
+    acknowledged = [queue.get(timeout=120) for _ in workers]
+    for p in workers:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    store = store_from_url(url)
+    stored = list(store.iter_events(EventQuery()))
+    assert sum(acknowledged) == 2 * 60 * 5
+    assert len(stored) == sum(acknowledged)
+    assert len({e.id for e in stored}) == len(stored)
+    assert len({e.user for e in stored}) == len(stored)  # every event once: no duplicates
+
+
+def test_concurrent_first_start_migrations(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/race.db"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=store_from_url, args=(url,)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert store_from_url(url).count_events(EventQuery()) == 0
