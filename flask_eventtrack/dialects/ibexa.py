@@ -1,0 +1,348 @@
+"""Ibexa Personalization tracking API: ``GET|POST /api/<customerid>/<event>/...``.
+
+Every parameter is in the URL (path segments and query string), so every error
+is about the URL, answered as the vendor does: a plain-text, human-readable body
+and the vendor's status code (400 malformed, 401 bad credentials, 404 unknown
+customer or event code, 414 URI too long), with the refused request recorded in
+the rejected log. Success is 204, sent only after the store committed.
+
+User ids in the rejected log are replaced by their stored key: a refused request
+never writes a raw user id to disk either.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from flask import Blueprint, Response, current_app, request
+from marshmallow import Schema, ValidationError
+
+from ..config import as_list
+from ..errors import (
+    BadPayload,
+    ConfigurationError,
+    NotFoundError,
+    PayloadTooLarge,
+    StoreUnavailable,
+    UnauthorizedError,
+    URITooLong,
+)
+from ..events import Event, Rejection
+from ..extension import EventTrackState
+from ..ibexa_stats import commands as _stats_commands
+from .. import links
+from ..schemas.ibexa import EVENT_CODES, PATH_PARAMS, make_ibexa_schemas
+from ._http import read_body, unavailable_headers
+
+NAME = "ibexa"
+#: This dialect's settings and their defaults (merged into the app config by ``init_app``).
+CONFIG: dict[str, Any] = {
+    "EVENTTRACK_IBEXA_URL_PREFIX": "",
+    "EVENTTRACK_IBEXA_CUSTOMERS": [],
+    "EVENTTRACK_IBEXA_STRING_ITEM_IDS": False,
+    "EVENTTRACK_IBEXA_MAX_URI_LENGTH": 2048,
+    "EVENTTRACK_IBEXA_CREDENTIALS": {},
+}
+#: ``flask eventtrack scenarios`` and ``flask eventtrack consumption``.
+commands = list(_stats_commands)
+
+#: The path segments after ``/api/<customerid>/<event>/``, per event code.
+PATH_SHAPES: dict[str, tuple[str, ...]] = {
+    "click": ("userid", "itemtypeid", "itemid"),
+    "consume": ("userid", "itemtypeid", "itemid"),
+    "buy": ("userid", "itemtypeid", "itemid"),
+    "login": ("sourceuserid", "targetuserid"),
+    "basket": ("userid", "itemtypeid", "itemid"),
+    "deletefrombasket": ("userid", "itemtypeid", "itemid"),
+    "rate": ("userid", "itemtypeid", "itemid"),
+    "blacklist": ("userid", "itemtypeid", "itemid"),
+    "rendered": ("userid", "itemtypeid", "itemids"),
+    "clickrecommended": ("userid", "itemtypeid", "itemid"),
+    "triggeropened": ("userid",),
+    "clicktriggered": ("userid", "itemtypeid", "itemid"),
+}
+_USER_SEGMENTS = frozenset({"userid", "sourceuserid", "targetuserid"})
+#: Validated query parameters copied into ``props`` as they are.
+_PROPS = ("categorypath", "percentage", "quantity", "rating", "scenario", "triggername")
+_MAX_CUSTOMER_LENGTH = 64
+_Refusal = (BadPayload, NotFoundError, UnauthorizedError, URITooLong)
+
+
+def _shape_text(code: str) -> str:
+    names = "/".join(f"<{'itemid>[,<itemid>...' if n == 'itemids' else n}>" for n in PATH_SHAPES[code])
+    return f"/api/<customerid>/{code}/{names}"
+
+
+@dataclass
+class IbexaSettings:
+    """This app's Ibexa settings, parsed once by ``create_blueprint``."""
+
+    customers: frozenset[str]
+    string_item_ids: bool
+    max_uri_length: int
+    credentials: dict[str, list[bytes]]
+    schemas: dict[str, Schema] = field(repr=False)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> IbexaSettings:
+        customers = frozenset(as_list(cfg["EVENTTRACK_IBEXA_CUSTOMERS"]))
+        for customer in customers:
+            if not _valid_customer(customer):
+                raise ConfigurationError(
+                    f"EVENTTRACK_IBEXA_CUSTOMERS: {customer!r} is not an alphanumeric customer id."
+                )
+        raw_credentials = cfg["EVENTTRACK_IBEXA_CREDENTIALS"] or {}
+        if not isinstance(raw_credentials, Mapping):
+            raise ConfigurationError(
+                "EVENTTRACK_IBEXA_CREDENTIALS must be a mapping {customerid: secret or [secrets]}."
+            )
+        credentials: dict[str, list[bytes]] = {}
+        for customer, secrets in raw_credentials.items():
+            customer = str(customer)
+            if customers and customer not in customers:
+                raise ConfigurationError(
+                    f"EVENTTRACK_IBEXA_CREDENTIALS names customer {customer!r},"
+                    " which is not in EVENTTRACK_IBEXA_CUSTOMERS."
+                )
+            values = [secrets] if isinstance(secrets, str) else list(secrets)
+            if not values or not all(isinstance(v, str) and v for v in values):
+                raise ConfigurationError(
+                    f"EVENTTRACK_IBEXA_CREDENTIALS[{customer!r}] must be a non-empty secret or list of secrets."
+                )
+            credentials[customer] = [v.encode("utf-8") for v in values]
+        max_uri = int(cfg["EVENTTRACK_IBEXA_MAX_URI_LENGTH"])
+        if max_uri < 64:
+            raise ConfigurationError("EVENTTRACK_IBEXA_MAX_URI_LENGTH must be at least 64.")
+        string_ids = bool(cfg["EVENTTRACK_IBEXA_STRING_ITEM_IDS"])
+        schemas = make_ibexa_schemas(
+            string_item_ids=string_ids,
+            max_length=int(cfg["EVENTTRACK_MAX_STRING_LENGTH"]),
+            max_items=int(cfg["EVENTTRACK_MAX_EVENTS_PER_REQUEST"]),
+        )
+        return cls(customers, string_ids, max_uri, credentials, schemas)
+
+
+def _valid_customer(customer: str) -> bool:
+    return customer.isascii() and customer.isalnum() and len(customer) <= _MAX_CUSTOMER_LENGTH
+
+
+class IbexaReader:
+    """Turns one request into canonical events, or raises a refusal with the vendor's code."""
+
+    def __init__(self, state: EventTrackState) -> None:
+        self.settings = IbexaSettings.from_config(state.config)
+        self.pipeline = state.pipeline
+        self.state = state
+
+    # -- the request ---------------------------------------------------------
+    def read(self, customerid: str, code: str, rest: str) -> list[Event]:
+        s = self.settings
+        uri = self.raw_uri()
+        if len(uri) > s.max_uri_length:
+            raise URITooLong(f"The request URI is {len(uri)} characters long; the limit is {s.max_uri_length}.")
+        if self.has_backslash(uri):
+            raise BadPayload("A backslash (\\ or %5C) is not allowed anywhere in the request.")
+        if not _valid_customer(customerid):
+            if s.customers:
+                raise NotFoundError(f"The customer id {customerid[:40]!r} was not found.")
+            raise BadPayload(f"The customer id must be alphanumeric, not {customerid[:40]!r}.")
+        if s.customers and customerid not in s.customers:
+            raise NotFoundError(f"The customer id {customerid!r} was not found.")
+        if code not in PATH_SHAPES:
+            raise NotFoundError(f"The event code {code[:40]!r} was not found. Event codes: {', '.join(EVENT_CODES)}.")
+        if customerid in s.credentials:
+            self.check_credentials(customerid)
+        segments = self.segments(rest)
+        shape = PATH_SHAPES[code]
+        if len(segments) != len(shape) or not all(segments):
+            raise BadPayload(
+                f"A {code} event has the form {_shape_text(code)}; this request has"
+                f" {len([x for x in segments if x])} non-empty path segments after the event code."
+            )
+        data = dict(zip(shape, segments))
+        data.update(self.params())
+        schema = s.schemas[code]
+        try:
+            loaded = schema.load(data)
+        except ValidationError as exc:
+            raise BadPayload(_messages(exc.messages), errors=exc.messages) from None
+        extras = {key: value for key, value in loaded.items() if key not in schema.fields}
+        return self.build(customerid, code, loaded, extras)
+
+    @staticmethod
+    def raw_uri() -> str:
+        """The URI as sent (WSGI servers keep it in ``RAW_URI``/``REQUEST_URI``)."""
+        env = request.environ
+        raw = env.get("RAW_URI") or env.get("REQUEST_URI")
+        if raw:
+            return str(raw)
+        query = env.get("QUERY_STRING", "")
+        return request.full_path if query else request.path
+
+    @staticmethod
+    def has_backslash(uri: str) -> bool:
+        if "\\" in uri or "%5c" in uri.lower():
+            return True
+        text = request.script_root + request.path
+        values = request.args.items(multi=True)
+        return "\\" in text or any("\\" in k or "\\" in v for k, v in values)
+
+    @staticmethod
+    def segments(rest: str) -> list[str]:
+        """Path segments after the event code, decoded one by one from the raw URI,
+        so an encoded slash (``%2F``) stays inside its user id."""
+        decoded = rest.split("/")
+        raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+        full = request.script_root + request.path
+        if not raw or not full.endswith(rest):
+            return decoded
+        head = full[: len(full) - len(rest)]
+        parts = [unquote(p, errors="replace") for p in urlsplit(str(raw)).path.split("/")[head.count("/") :]]
+        return parts if "/".join(parts) == rest else decoded
+
+    def params(self) -> dict[str, str]:
+        """Query parameters, plus form fields of a form-encoded POST."""
+        pairs = list(request.args.items(multi=True))
+        if request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
+            read_body(self.state)
+            pairs += list(request.form.items(multi=True))
+        params: dict[str, str] = {}
+        for key, value in pairs:
+            if key in params:
+                raise BadPayload(f"The parameter {key[:40]!r} is given more than once.")
+            if key in PATH_PARAMS:
+                raise BadPayload(f"{key!r} is part of the URL path; it cannot be a query parameter.")
+            params[key] = value
+        return params
+
+    def check_credentials(self, customerid: str) -> None:
+        """HTTP Basic (user = customer id) or a Bearer token, compared in constant time."""
+        auth = request.authorization
+        if auth is None:
+            raise UnauthorizedError(
+                f"Customer {customerid} requires credentials: HTTP Basic auth with the customer id"
+                " as user name, or a Bearer token."
+            )
+        if auth.type == "basic":
+            secret = auth.password or ""
+            if not hmac.compare_digest((auth.username or "").encode("utf-8"), customerid.encode("utf-8")):
+                secret = ""
+        elif auth.type == "bearer":
+            secret = auth.token or ""
+        else:
+            raise UnauthorizedError(f"Authorization type {auth.type!r} is not supported; use Basic or Bearer.")
+        given = secret.encode("utf-8")
+        matches = [hmac.compare_digest(given, known) for known in self.settings.credentials[customerid]]
+        if not secret or not any(matches):
+            raise UnauthorizedError(f"The credentials are not valid for customer {customerid}.")
+
+    # -- canonical events ------------------------------------------------------
+    @staticmethod
+    def build(customerid: str, code: str, data: dict[str, Any], extras: dict[str, Any]) -> list[Event]:
+        props: dict[str, Any] = {key: data[key] for key in _PROPS if data.get(key) not in (None, "")}
+        if data.get("fullprice"):
+            props.update(data["fullprice"])
+        if extras:
+            props["extra"] = extras
+        base: dict[str, Any] = {"tenant": customerid, "source": NAME, "type": code, "user_kind": "userid"}
+        if code == "login":
+            return [Event(**base, user=data["sourceuserid"], links_to=data["targetuserid"], props=props)]
+        if code == "rendered":
+            return [
+                Event(**base, user=data["userid"], item_type=data["itemtypeid"], item_id=item_id, props=dict(props))
+                for item_id in data["itemids"]
+            ]
+        return [
+            Event(**base, user=data["userid"], item_type=data.get("itemtypeid"), item_id=data.get("itemid"), props=props)
+        ]
+
+    # -- refusals ------------------------------------------------------------------
+    def rejection(self, customerid: str, code: str, rest: str, error: Any) -> Rejection:
+        tenant = customerid if _valid_customer(customerid) else "invalid"
+        known = code in PATH_SHAPES
+        return Rejection(
+            reason=error.reason,
+            message=error.description or "refused",
+            source=NAME,
+            tenant=tenant,
+            type=code if known else None,
+            payload=self.redacted(customerid, code, rest, error),
+        )
+
+    def redacted(self, customerid: str, code: str, rest: str, error: Any) -> str:
+        """The request line for the rejected log, with user ids replaced by their stored key."""
+        head = f"{request.method} /api/{customerid[:_MAX_CUSTOMER_LENGTH]}/{code[:40]}"
+        if isinstance(error, URITooLong) or code not in PATH_SHAPES:
+            return f"{head}/... ({len(self.raw_uri())} characters)"
+        segments = self.segments(rest)
+        shape = PATH_SHAPES[code]
+        if len(segments) == len(shape):
+            secret = [name in _USER_SEGMENTS and bool(value) for name, value in zip(shape, segments)]
+        else:  # where the user id is cannot be told: hide every segment that is not a number
+            secret = [bool(value) and not value.isdigit() for value in segments]
+        parts = [
+            f"<user:{self.pipeline.user_key(value)}>" if hide else value for hide, value in zip(secret, segments)
+        ]
+        query = request.query_string.decode("latin-1")
+        return f"{head}/{'/'.join(parts)}" + (f"?{query}" if query else "")
+
+
+def _messages(messages: Any) -> str:
+    """Flatten marshmallow's messages into lines of plain text."""
+    if isinstance(messages, dict):
+        lines = []
+        for key, value in messages.items():
+            text = _messages(value)
+            lines.append(text if key in ("_schema", "itemids") or key in text else f"{key}: {text}")
+        return "\n".join(lines)
+    if isinstance(messages, list):
+        return "\n".join(_messages(m) for m in messages)
+    return str(messages)
+
+
+def _text(body: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(body + "\n", status=status, mimetype="text/plain", headers=headers)
+
+
+def create_blueprint(state: EventTrackState) -> Blueprint:
+    reader = IbexaReader(state)
+    pipeline = state.pipeline
+    bp = Blueprint("eventtrack_ibexa", __name__)
+
+    @bp.route("/api/<customerid>/<event>", methods=["GET", "POST"], defaults={"rest": ""}, endpoint="track")
+    @bp.route("/api/<customerid>/<event>/<path:rest>", methods=["GET", "POST"], endpoint="track")
+    def track(customerid: str, event: str, rest: str) -> Response:
+        code = event.lower()
+        try:
+            events = reader.read(customerid, code, rest)
+        except _Refusal as error:
+            pipeline.submit([], [reader.rejection(customerid, code, rest, error)])
+            headers = {"WWW-Authenticate": 'Basic realm="ibexa"'} if isinstance(error, UnauthorizedError) else None
+            return _text(error.description or "refused", error.code or 400, headers)
+        pipeline.submit(events)
+        return Response(status=204)
+
+    @bp.errorhandler(PayloadTooLarge)
+    def too_large(error: PayloadTooLarge) -> Response:
+        args = request.view_args or {}
+        customerid, code = str(args.get("customerid", "")), str(args.get("event", "")).lower()
+        rejection = reader.rejection(customerid, code, str(args.get("rest", "")), error)
+        try:
+            pipeline.submit([], [rejection])
+        except StoreUnavailable as exc:
+            return unavailable(exc)
+        return _text(error.description or "body too large", 413)
+
+    @bp.errorhandler(StoreUnavailable)
+    def unavailable(error: StoreUnavailable) -> Response:
+        current_app.logger.warning("ibexa: %s", error.description)
+        return _text(error.description or "unavailable", 503, unavailable_headers(error))
+
+    bp.record_once(lambda setup: setup.app.extensions.__setitem__("eventtrack_ibexa", reader.settings))
+    for name, function in links.JINJA_GLOBALS.items():
+        bp.add_app_template_global(function, name)
+    return bp
