@@ -132,6 +132,10 @@ class EventTrack:
             synchronous=config["EVENTTRACK_SQLITE_SYNCHRONOUS"],
             busy_timeout=int(config["EVENTTRACK_SQLITE_BUSY_TIMEOUT"]),
             retry_after=int(config["EVENTTRACK_RETRY_AFTER"]),
+            pool_min_size=int(config["EVENTTRACK_POSTGRES_POOL_MIN_SIZE"]),
+            pool_max_size=int(config["EVENTTRACK_POSTGRES_POOL_MAX_SIZE"]),
+            connect_timeout=float(config["EVENTTRACK_POSTGRES_CONNECT_TIMEOUT"]),
+            schema=config["EVENTTRACK_POSTGRES_SCHEMA"],
         )
 
     # -- host hooks --------------------------------------------------------

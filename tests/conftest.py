@@ -18,6 +18,8 @@ from example_app import create_app
 from flask_eventtrack import get_state
 from flask_eventtrack.extension import EventTrackState
 
+from _pg import pg_database  # noqa: F401  (session-wide throwaway PostgreSQL database, tests/_pg.py)
+
 SECRET = "test-secret-key"
 
 
