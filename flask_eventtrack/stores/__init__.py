@@ -132,6 +132,34 @@ class Store(abc.ABC):
             return payload[: self.payload_limit] + "...[truncated]"
         return payload
 
+    # -- profiles (profile events API) -------------------------------------
+    # A profile row: ``tenant``, ``user_key`` (hashed, as events store it),
+    # ``email`` (raw e-mail or None: only kept when the host app allows it),
+    # ``attributes`` (dict), ``created_at``/``updated_at`` (ISO 8601 UTC text).
+    @abc.abstractmethod
+    def upsert_profile(
+        self,
+        tenant: str,
+        user_key: str,
+        attributes: dict[str, Any],
+        email: str | None = None,
+        *,
+        create: bool = True,
+    ) -> dict[str, Any] | None:
+        """Create the profile or merge ``attributes`` into it, atomically.
+
+        Merge is shallow: each key replaces the stored value, a key whose
+        value is None is removed, other stored keys stay. ``email`` replaces
+        the stored e-mail when not None. Concurrent calls for one user must
+        not lose each other's keys. With ``create=False`` a missing profile is
+        not created and None is returned; otherwise the profile row after
+        the write, plus ``created`` (True when this call made it).
+        """
+
+    @abc.abstractmethod
+    def get_profile(self, tenant: str, user_key: str) -> dict[str, Any] | None:
+        """The profile row of ``user_key`` in ``tenant``, or None."""
+
 
 def store_from_url(url: str, **options: Any) -> Store:
     """Build the store for ``url``.

@@ -112,6 +112,24 @@ def m001_initial(db: Database) -> None:
     db["api_keys"].create_index(["key_hash"], unique=True, if_not_exists=True)
 
 
+@migrations()
+def m002_profiles(db: Database) -> None:
+    """Profiles of the profile events API: attributes per hashed user key."""
+    db["profiles"].create(
+        {
+            "tenant": str,
+            "user_key": str,
+            "email": str,
+            "attributes": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk=("tenant", "user_key"),
+        not_null={"attributes", "created_at", "updated_at"},
+        if_not_exists=True,
+    )
+
+
 _COLUMNS = (
     "id, tenant, source, type, user, user_kind, item_type, item_id,"
     " occurred_at, received_at, original_time, props, dedup_key, status"
@@ -531,6 +549,56 @@ class SQLiteStore(Store):
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run a read query on this thread's connection (for dialect helpers)."""
         return self.conn.execute(sql, args).fetchall()
+
+    # -- profiles (profile events API) -------------------------------------
+    def upsert_profile(
+        self,
+        tenant: str,
+        user_key: str,
+        attributes: dict[str, Any],
+        email: str | None = None,
+        *,
+        create: bool = True,
+    ) -> dict[str, Any] | None:
+        now = format_time(utcnow())
+        # BEGIN IMMEDIATE holds the write lock from the read to the write, so
+        # concurrent merges (threads or processes) never lose each other's keys.
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT * FROM profiles WHERE tenant = ? AND user_key = ?", (tenant, user_key)
+            ).fetchone()
+            if row is None and not create:
+                return None
+            merged: dict[str, Any] = {} if row is None else json.loads(row["attributes"])
+            for key, value in attributes.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            if row is None:
+                conn.execute(
+                    "INSERT INTO profiles (tenant, user_key, email, attributes, created_at, updated_at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (tenant, user_key, email, _dumps(merged), now, now),
+                )
+                profile = {"tenant": tenant, "user_key": user_key, "email": email, "created_at": now}
+            else:
+                email = email if email is not None else row["email"]
+                conn.execute(
+                    "UPDATE profiles SET email = ?, attributes = ?, updated_at = ?"
+                    " WHERE tenant = ? AND user_key = ?",
+                    (email, _dumps(merged), now, tenant, user_key),
+                )
+                profile = {**dict(row), "email": email}
+        return {**profile, "attributes": merged, "updated_at": now, "created": row is None}
+
+    def get_profile(self, tenant: str, user_key: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT * FROM profiles WHERE tenant = ? AND user_key = ?", (tenant, user_key)
+        ).fetchone()
+        if row is None:
+            return None
+        return {**dict(row), "attributes": json.loads(row["attributes"])}
 
 
 class _Transaction:
