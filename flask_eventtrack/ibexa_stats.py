@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -112,7 +112,7 @@ def _acceptance(
     for event in _events(state, clicked_type, tenant=tenant, since=since, until=until):
         add(event, "clicked")
     rows = []
-    for (_, name), row in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+    for _, row in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         row["users"] = len(row["users"])
         row["rate"] = round(row["clicked"] / row["shown"], 4) if row["shown"] else None
         rows.append(row)
@@ -134,7 +134,13 @@ def scenario_stats(
         clicked / shown (None when nothing was shown).
     """
     return _acceptance(
-        state or get_state(), "scenario", "rendered", "clickrecommended", tenant=tenant, since=since, until=until
+        state or get_state(),
+        "scenario",
+        "rendered",
+        "clickrecommended",
+        tenant=tenant,
+        since=since,
+        until=until,
     )
 
 
@@ -151,7 +157,13 @@ def trigger_stats(
         ``shown`` counts ``triggeropened``, ``clicked`` counts ``clicktriggered``.
     """
     return _acceptance(
-        state or get_state(), "triggername", "triggeropened", "clicktriggered", tenant=tenant, since=since, until=until
+        state or get_state(),
+        "triggername",
+        "triggeropened",
+        "clicktriggered",
+        tenant=tenant,
+        since=since,
+        until=until,
     )
 
 
@@ -170,7 +182,9 @@ def item_categories(
     """
     state = state or get_state()
     seen: dict[str, datetime] = {}
-    for event in _events(state, "click", tenant=tenant, item_type=str(item_type), item_id=str(item_id), since=since):
+    for event in _events(
+        state, "click", tenant=tenant, item_type=str(item_type), item_id=str(item_id), since=since
+    ):
         path = event.props.get("categorypath")
         if path and event.occurred_at is not None:
             seen[path] = max(seen.get(path, event.occurred_at), event.occurred_at)
@@ -180,7 +194,7 @@ def item_categories(
 def _utc(ctx: click.Context, param: click.Parameter, value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 _TIME = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"])
@@ -190,16 +204,21 @@ def _table(rows: list[dict[str, Any]], header: tuple[str, ...]) -> None:
     table = [header] + [tuple("-" if row[k] is None else str(row[k]) for k in header) for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for line in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
-@click.command("scenarios", help="Ibexa: rendered vs clicked recommendations per scenario, opened vs clicked per trigger.")
+@click.command(
+    "scenarios",
+    help="Ibexa: rendered vs clicked recommendations per scenario, opened vs clicked per trigger.",
+)
 @click.option("--tenant", help="Only this customer id.")
 @click.option("--since", type=_TIME, callback=_utc, help="Occurred at or after (UTC if no offset).")
 @click.option("--until", type=_TIME, callback=_utc, help="Occurred before (UTC if no offset).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row, with a 'kind' field.")
 @with_appcontext
-def scenarios_command(tenant: str | None, since: datetime | None, until: datetime | None, as_json: bool) -> None:
+def scenarios_command(
+    tenant: str | None, since: datetime | None, until: datetime | None, as_json: bool
+) -> None:
     scenarios = scenario_stats(tenant=tenant, since=since, until=until)
     triggers = trigger_stats(tenant=tenant, since=since, until=until)
     if as_json:
@@ -225,7 +244,9 @@ def scenarios_command(tenant: str | None, since: datetime | None, until: datetim
 @click.option("--item-type", help="Only this item type.")
 @click.option("--item-id", help="Only this item id.")
 @with_appcontext
-def consumption_command(tenant: str | None, raw_user: str | None, item_type: str | None, item_id: str | None) -> None:
+def consumption_command(
+    tenant: str | None, raw_user: str | None, item_type: str | None, item_id: str | None
+) -> None:
     for row in consumption(tenant=tenant, user=raw_user, item_type=item_type, item_id=item_id):
         click.echo(json.dumps(row))
 

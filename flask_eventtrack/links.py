@@ -41,7 +41,8 @@ def _customer(customerid: str | None) -> str:
         raise RuntimeError("The ibexa dialect is not enabled on this app (see EVENTTRACK_DIALECTS).")
     if len(settings.customers) != 1:
         raise ValueError(
-            "Pass customerid=...: it can only be left out when EVENTTRACK_IBEXA_CUSTOMERS names exactly one customer."
+            "Pass customerid=...: it can only be left out when EVENTTRACK_IBEXA_CUSTOMERS"
+            " names exactly one customer."
         )
     (only,) = settings.customers
     return str(only)
@@ -54,10 +55,14 @@ def _segment(value: Any, what: str) -> str:
     return quote(text, safe="")
 
 
-def _url(code: str, customerid: str | None, segments: list[str], params: dict[str, Any], external: bool) -> str:
+def _url(
+    code: str, customerid: str | None, segments: list[str], params: dict[str, Any], external: bool
+) -> str:
     # url_for gives the mount point (script root, prefix, host); the segments are
     # quoted here so that a "/" inside an id stays inside it.
-    base = url_for("eventtrack_ibexa.track", customerid=_customer(customerid), event=code, rest="_", _external=external)
+    base = url_for(
+        "eventtrack_ibexa.track", customerid=_customer(customerid), event=code, rest="_", _external=external
+    )
     url = base[:-1] + "/".join(segments)
     query = {key: value for key, value in params.items() if value is not None}
     return url + ("?" + urlencode(query) if query else "")
@@ -91,7 +96,9 @@ def clickrecommended_url(
 ) -> str:
     """The ``clickrecommended`` URL of one recommended item (``scenario`` is required)."""
     segments = [_segment(userid, "userid"), _segment(itemtypeid, "itemtypeid"), _segment(itemid, "itemid")]
-    return _url("clickrecommended", customerid, segments, {"scenario": _required(scenario, "scenario")}, external)
+    return _url(
+        "clickrecommended", customerid, segments, {"scenario": _required(scenario, "scenario")}, external
+    )
 
 
 def triggeropened_url(
@@ -171,7 +178,9 @@ def trigger_links(
     recommendations = []
     for item in items:
         item_type, item_id = _item(item)
-        url = clicktriggered_url(userid, item_type, item_id, triggername, customerid=customerid, external=external)
+        url = clicktriggered_url(
+            userid, item_type, item_id, triggername, customerid=customerid, external=external
+        )
         recommendations.append({"itemType": item_type, "itemId": item_id, "links": {"clickRecommended": url}})
     opened = triggeropened_url(userid, triggername, customerid=customerid, external=external)
     return {"triggerOpenedLink": opened, "recommendations": recommendations}

@@ -73,7 +73,7 @@ def test_vendor_examples_are_stored_field_by_field(
         assert response.data == b""
     stored = events(state)
     assert len(stored) == len(EXPECTED)
-    for event, (type_, user, item_type, item_id, props) in zip(stored, EXPECTED):
+    for event, (type_, user, item_type, item_id, props) in zip(stored, EXPECTED, strict=True):
         assert event.tenant == "00000"
         assert event.source == "ibexa"
         assert event.type == type_
@@ -141,21 +141,47 @@ def test_chains_of_logins_resolve(app: Flask, client: FlaskClient) -> None:
         ("/api/00000/click/u1/1/10", "click", ("1", "10"), {}),
         ("/api/00000/consume/u1/1/10?percentage=0", "consume", ("1", "10"), {"percentage": 0}),
         ("/api/00000/buy/u1/1/10", "buy", ("1", "10"), {"quantity": 1}),
-        ("/api/00000/buy/u1/1/10?fullprice=456JPY", "buy", ("1", "10"), {"quantity": 1, "price": "456", "currency": "JPY"}),
+        (
+            "/api/00000/buy/u1/1/10?fullprice=456JPY",
+            "buy",
+            ("1", "10"),
+            {"quantity": 1, "price": "456", "currency": "JPY"},
+        ),
         ("/api/00000/basket/u1/2/10", "basket", ("2", "10"), {}),
         ("/api/00000/deletefrombasket/u1/2/10", "deletefrombasket", ("2", "10"), {}),
         ("/api/00000/rate/u1/1/10?rating=0", "rate", ("1", "10"), {"rating": 0}),
         ("/api/00000/rate/u1/1/10", "rate", ("1", "10"), {}),
         ("/api/00000/blacklist/u1/1/10", "blacklist", ("1", "10"), {}),
         ("/api/00000/rendered/u1/1/10", "rendered", ("1", "10"), {}),
-        ("/api/00000/clickrecommended/u1/1/10?scenario=top", "clickrecommended", ("1", "10"), {"scenario": "top"}),
-        ("/api/00000/triggeropened/u1?triggername=welcome", "triggeropened", (None, None), {"triggername": "welcome"}),
-        ("/api/00000/clicktriggered/u1/1/10?triggername=welcome", "clicktriggered", ("1", "10"), {"triggername": "welcome"}),
+        (
+            "/api/00000/clickrecommended/u1/1/10?scenario=top",
+            "clickrecommended",
+            ("1", "10"),
+            {"scenario": "top"},
+        ),
+        (
+            "/api/00000/triggeropened/u1?triggername=welcome",
+            "triggeropened",
+            (None, None),
+            {"triggername": "welcome"},
+        ),
+        (
+            "/api/00000/clicktriggered/u1/1/10?triggername=welcome",
+            "clicktriggered",
+            ("1", "10"),
+            {"triggername": "welcome"},
+        ),
         ("/api/00000/CLICK/u1/1/10", "click", ("1", "10"), {}),
     ],
 )
 def test_every_event_code_over_get_and_post(
-    client: FlaskClient, state: EventTrackState, method: str, url: str, type_: str, item: tuple[Any, Any], props: dict[str, Any]
+    client: FlaskClient,
+    state: EventTrackState,
+    method: str,
+    url: str,
+    type_: str,
+    item: tuple[Any, Any],
+    props: dict[str, Any],
 ) -> None:
     response = send(client, url, method)
     assert response.status_code == 204, response.get_data(as_text=True)
@@ -192,7 +218,9 @@ def test_empty_categorypath_is_left_out(client: FlaskClient, state: EventTrackSt
     assert events(state)[0].props == {}
 
 
-def test_rendered_stores_one_impression_per_distinct_item(client: FlaskClient, state: EventTrackState) -> None:
+def test_rendered_stores_one_impression_per_distinct_item(
+    client: FlaskClient, state: EventTrackState
+) -> None:
     assert send(client, "/api/00000/rendered/u1/1/5,6,5,007").status_code == 204
     assert [e.item_id for e in events(state)] == ["5", "6", "7"]
 

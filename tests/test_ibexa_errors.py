@@ -114,7 +114,9 @@ def test_unknown_event_code_is_404(client: FlaskClient, state: EventTrackState) 
     assert "/u/" not in rejection.payload  # where the user id is cannot be known: not logged
 
 
-def test_unknown_customer_is_404_when_customers_are_configured(client: FlaskClient, state: EventTrackState) -> None:
+def test_unknown_customer_is_404_when_customers_are_configured(
+    client: FlaskClient, state: EventTrackState
+) -> None:
     response = client.get("/api/12345/click/u/1/5")
     assert response.status_code == 404
     assert "customer id '12345' was not found" in response.get_data(as_text=True)

@@ -10,8 +10,7 @@ from flask import Flask, render_template_string
 from flask.testing import FlaskClient
 
 from example_app import create_app
-from flask_eventtrack import EventQuery, get_state
-from flask_eventtrack import links
+from flask_eventtrack import EventQuery, get_state, links
 from flask_eventtrack.extension import EventTrackState
 
 
@@ -25,7 +24,9 @@ def test_recommendation_links_match_the_vendor_shape_and_are_accepted(
     app: Flask, client: FlaskClient, state: EventTrackState
 ) -> None:
     with app.test_request_context():
-        items = links.recommendation_links("Js79009234YU7", "also_bought", [(1, 128), {"itemType": 1, "itemId": 129}])
+        items = links.recommendation_links(
+            "Js79009234YU7", "also_bought", [(1, 128), {"itemType": 1, "itemId": 129}]
+        )
     assert items[0] == {
         "itemType": 1,
         "itemId": 128,
@@ -45,7 +46,9 @@ def test_recommendation_links_match_the_vendor_shape_and_are_accepted(
     ]
 
 
-def test_trigger_links_are_external_and_accepted(app: Flask, client: FlaskClient, state: EventTrackState) -> None:
+def test_trigger_links_are_external_and_accepted(
+    app: Flask, client: FlaskClient, state: EventTrackState
+) -> None:
     with app.test_request_context(base_url="https://shop.example"):
         message = links.trigger_links("john@example.com", "cart_reminder", [(1, 5)])
     assert message["triggerOpenedLink"] == (
@@ -58,7 +61,9 @@ def test_trigger_links_are_external_and_accepted(app: Flask, client: FlaskClient
     assert {e.user for e in stored} == {state.pipeline.user_key("john@example.com")}
 
 
-def test_rendered_url_bundles_items_and_quotes_ids(app: Flask, client: FlaskClient, state: EventTrackState) -> None:
+def test_rendered_url_bundles_items_and_quotes_ids(
+    app: Flask, client: FlaskClient, state: EventTrackState
+) -> None:
     with app.test_request_context():
         url = links.rendered_url("a/b c", 1, [128, 129, 155], scenario="also bought")
     assert url == "/api/00000/rendered/a%2Fb%20c/1/128,129,155?scenario=also+bought"
@@ -103,7 +108,11 @@ def test_bad_arguments_raise_value_error(app: Flask, call: Any, message: str) ->
 class TestSeveralCustomersAndAPrefix:
     @pytest.fixture
     def config(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {**config, "EVENTTRACK_IBEXA_CUSTOMERS": "00000,11111", "EVENTTRACK_IBEXA_URL_PREFIX": "/track"}
+        return {
+            **config,
+            "EVENTTRACK_IBEXA_CUSTOMERS": "00000,11111",
+            "EVENTTRACK_IBEXA_URL_PREFIX": "/track",
+        }
 
     def test_customer_must_be_named(self, app: Flask, client: FlaskClient) -> None:
         with app.test_request_context():

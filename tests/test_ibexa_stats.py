@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -36,7 +36,9 @@ def test_consumption_keeps_every_event_and_reports_the_highest(
     ]
 
 
-def test_consume_without_percentage_counts_as_fully_consumed(client: FlaskClient, state: EventTrackState) -> None:
+def test_consume_without_percentage_counts_as_fully_consumed(
+    client: FlaskClient, state: EventTrackState
+) -> None:
     ok(client, "/api/00000/consume/viewer/3/452?percentage=40")
     ok(client, "/api/00000/consume/viewer/3/452")
     assert [r["percentage"] for r in consumption(state)] == [100]
@@ -76,12 +78,20 @@ def test_scenario_statistics(client: FlaskClient, state: EventTrackState) -> Non
     send_recommendation_traffic(client)
     rows = {r["scenario"]: r for r in scenario_stats(state)}
     assert set(rows) == {"also_bought", "top_sellers", "landing"}
-    assert (rows["also_bought"]["shown"], rows["also_bought"]["clicked"], rows["also_bought"]["users"]) == (5, 1, 2)
+    assert (rows["also_bought"]["shown"], rows["also_bought"]["clicked"], rows["also_bought"]["users"]) == (
+        5,
+        1,
+        2,
+    )
     assert rows["also_bought"]["rate"] == 0.2
-    assert (rows["top_sellers"]["shown"], rows["top_sellers"]["clicked"], rows["top_sellers"]["rate"]) == (1, 0, 0.0)
+    assert (rows["top_sellers"]["shown"], rows["top_sellers"]["clicked"], rows["top_sellers"]["rate"]) == (
+        1,
+        0,
+        0.0,
+    )
     assert (rows["landing"]["shown"], rows["landing"]["clicked"], rows["landing"]["rate"]) == (0, 1, None)
     assert scenario_stats(state, tenant="99999") == []
-    future = datetime.now(timezone.utc) + timedelta(days=1)
+    future = datetime.now(UTC) + timedelta(days=1)
     assert scenario_stats(state, since=future) == []
 
 
@@ -123,11 +133,17 @@ def test_scenarios_cli(app: Flask, client: FlaskClient) -> None:
 def test_item_in_two_categories_until_the_old_one_ages_out(
     app: Flask, client: FlaskClient, state: EventTrackState
 ) -> None:
-    long_ago = datetime.now(timezone.utc) - timedelta(days=200)
+    long_ago = datetime.now(UTC) - timedelta(days=200)
     with app.app_context():  # an old click, as an import of history would record it
         eventtrack.emit(
-            "click", user="u0", tenant="00000", source="ibexa", item_type="1", item_id="123",
-            occurred_at=long_ago, props={"categorypath": "Archive"},
+            "click",
+            user="u0",
+            tenant="00000",
+            source="ibexa",
+            item_type="1",
+            item_id="123",
+            occurred_at=long_ago,
+            props={"categorypath": "Archive"},
         )
     ok(client, "/api/00000/click/u1/1/123?categorypath=%2FShoes%2FChildren")
     ok(client, "/api/00000/click/u2/1/123?categorypath=Sale/")
@@ -135,7 +151,7 @@ def test_item_in_two_categories_until_the_old_one_ages_out(
     seen = item_categories("1", "123", state=state)
     assert set(seen) == {"Archive", "Shoes/Children", "Sale"}
     assert seen["Archive"] == long_ago.replace(microsecond=long_ago.microsecond // 1000 * 1000)
-    recent = item_categories("1", "123", since=datetime.now(timezone.utc) - timedelta(days=90), state=state)
+    recent = item_categories("1", "123", since=datetime.now(UTC) - timedelta(days=90), state=state)
     assert set(recent) == {"Shoes/Children", "Sale"}
-    future = datetime.now(timezone.utc) + timedelta(days=1)
+    future = datetime.now(UTC) + timedelta(days=1)
     assert item_categories(1, 123, since=future, state=state) == {}

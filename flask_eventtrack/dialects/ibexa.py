@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 
+from .. import links
 from ..config import as_list
 from ..errors import (
     BadPayload,
@@ -34,7 +35,6 @@ from ..errors import (
 from ..events import Event, Rejection
 from ..extension import EventTrackState
 from ..ibexa_stats import commands as _stats_commands
-from .. import links
 from ..schemas.ibexa import EVENT_CODES, PATH_PARAMS, make_ibexa_schemas
 from ._http import read_body, unavailable_headers
 
@@ -111,7 +111,8 @@ class IbexaSettings:
             values = [secrets] if isinstance(secrets, str) else list(secrets)
             if not values or not all(isinstance(v, str) and v for v in values):
                 raise ConfigurationError(
-                    f"EVENTTRACK_IBEXA_CREDENTIALS[{customer!r}] must be a non-empty secret or list of secrets."
+                    f"EVENTTRACK_IBEXA_CREDENTIALS[{customer!r}] must be a non-empty secret"
+                    " or a list of them."
                 )
             credentials[customer] = [v.encode("utf-8") for v in values]
         max_uri = int(cfg["EVENTTRACK_IBEXA_MAX_URI_LENGTH"])
@@ -143,7 +144,9 @@ class IbexaReader:
         s = self.settings
         uri = self.raw_uri()
         if len(uri) > s.max_uri_length:
-            raise URITooLong(f"The request URI is {len(uri)} characters long; the limit is {s.max_uri_length}.")
+            raise URITooLong(
+                f"The request URI is {len(uri)} characters long; the limit is {s.max_uri_length}."
+            )
         if self.has_backslash(uri):
             raise BadPayload("A backslash (\\ or %5C) is not allowed anywhere in the request.")
         if not _valid_customer(customerid):
@@ -153,7 +156,9 @@ class IbexaReader:
         if s.customers and customerid not in s.customers:
             raise NotFoundError(f"The customer id {customerid!r} was not found.")
         if code not in PATH_SHAPES:
-            raise NotFoundError(f"The event code {code[:40]!r} was not found. Event codes: {', '.join(EVENT_CODES)}.")
+            raise NotFoundError(
+                f"The event code {code[:40]!r} was not found. Event codes: {', '.join(EVENT_CODES)}."
+            )
         if customerid in s.credentials:
             self.check_credentials(customerid)
         segments = self.segments(rest)
@@ -163,7 +168,7 @@ class IbexaReader:
                 f"A {code} event has the form {_shape_text(code)}; this request has"
                 f" {len([x for x in segments if x])} non-empty path segments after the event code."
             )
-        data = dict(zip(shape, segments))
+        data = dict(zip(shape, segments, strict=True))
         data.update(self.params())
         schema = s.schemas[code]
         try:
@@ -234,7 +239,9 @@ class IbexaReader:
         elif auth.type == "bearer":
             secret = auth.token or ""
         else:
-            raise UnauthorizedError(f"Authorization type {auth.type!r} is not supported; use Basic or Bearer.")
+            raise UnauthorizedError(
+                f"Authorization type {auth.type!r} is not supported; use Basic or Bearer."
+            )
         given = secret.encode("utf-8")
         matches = [hmac.compare_digest(given, known) for known in self.settings.credentials[customerid]]
         if not secret or not any(matches):
@@ -253,11 +260,23 @@ class IbexaReader:
             return [Event(**base, user=data["sourceuserid"], links_to=data["targetuserid"], props=props)]
         if code == "rendered":
             return [
-                Event(**base, user=data["userid"], item_type=data["itemtypeid"], item_id=item_id, props=dict(props))
+                Event(
+                    **base,
+                    user=data["userid"],
+                    item_type=data["itemtypeid"],
+                    item_id=item_id,
+                    props=dict(props),
+                )
                 for item_id in data["itemids"]
             ]
         return [
-            Event(**base, user=data["userid"], item_type=data.get("itemtypeid"), item_id=data.get("itemid"), props=props)
+            Event(
+                **base,
+                user=data["userid"],
+                item_type=data.get("itemtypeid"),
+                item_id=data.get("itemid"),
+                props=props,
+            )
         ]
 
     # -- refusals ------------------------------------------------------------------
@@ -281,11 +300,14 @@ class IbexaReader:
         segments = self.segments(rest)
         shape = PATH_SHAPES[code]
         if len(segments) == len(shape):
-            secret = [name in _USER_SEGMENTS and bool(value) for name, value in zip(shape, segments)]
+            secret = [
+                name in _USER_SEGMENTS and bool(value) for name, value in zip(shape, segments, strict=True)
+            ]
         else:  # where the user id is cannot be told: hide every segment that is not a number
             secret = [bool(value) and not value.isdigit() for value in segments]
         parts = [
-            f"<user:{self.pipeline.user_key(value)}>" if hide else value for hide, value in zip(secret, segments)
+            f"<user:{self.pipeline.user_key(value)}>" if hide else value
+            for hide, value in zip(secret, segments, strict=True)
         ]
         query = request.query_string.decode("latin-1")
         return f"{head}/{'/'.join(parts)}" + (f"?{query}" if query else "")
@@ -321,7 +343,9 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
             events = reader.read(customerid, code, rest)
         except _Refusal as error:
             pipeline.submit([], [reader.rejection(customerid, code, rest, error)])
-            headers = {"WWW-Authenticate": 'Basic realm="ibexa"'} if isinstance(error, UnauthorizedError) else None
+            headers = (
+                {"WWW-Authenticate": 'Basic realm="ibexa"'} if isinstance(error, UnauthorizedError) else None
+            )
             return _text(error.description or "refused", error.code or 400, headers)
         pipeline.submit(events)
         return Response(status=204)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
 
@@ -62,7 +62,13 @@ def _text(value: Any, what: str, max_length: int) -> str:
     return value
 
 
-class BoundedInt(fields.Field):
+def _bounded(text: str, low: int, high: int, what: str) -> int:
+    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+        raise ValidationError(f"{what} must be an integer from {low} to {high}, not {text[:40]!r}.")
+    return int(text)
+
+
+class BoundedInt(fields.Field[int]):
     """A non-negative decimal integer written with digits only, within ``[low, high]``."""
 
     def __init__(self, low: int, high: int, what: str, **kwargs: Any) -> None:
@@ -71,25 +77,22 @@ class BoundedInt(fields.Field):
         self.low, self.high, self.what = low, high, what
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        text = str(value)
-        if not _DIGITS.fullmatch(text) or not self.low <= int(text) <= self.high:
-            raise ValidationError(
-                f"{self.what} must be an integer from {self.low} to {self.high}, not {text[:40]!r}."
-            )
-        return int(text)
+        return _bounded(str(value), self.low, self.high, self.what)
 
 
-class NumericId(BoundedInt):
+class NumericId(fields.Field[str]):
     """Item type or item id: 1..2147483647, kept as text without leading zeros."""
 
     def __init__(self, what: str, **kwargs: Any) -> None:
-        super().__init__(1, MAX_ID, what, **kwargs)
+        kwargs.setdefault("error_messages", {"required": f"{what} is required."})
+        super().__init__(**kwargs)
+        self.what = what
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:  # type: ignore[override]
-        return str(super()._deserialize(value, attr, data, **kwargs))
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return str(_bounded(str(value), 1, MAX_ID, self.what))
 
 
-class TextId(fields.Field):
+class TextId(fields.Field[str]):
     """A user id, a string item id, a scenario or trigger name: text without control characters."""
 
     def __init__(self, what: str, max_length: int, **kwargs: Any) -> None:
@@ -101,10 +104,10 @@ class TextId(fields.Field):
         return _text(value, self.what, self.max_length)
 
 
-class ItemIdList(fields.Field):
+class ItemIdList(fields.Field[list[str]]):
     """``128,129,155`` for ``rendered``: distinct ids, in the order sent."""
 
-    def __init__(self, item: fields.Field, max_items: int, **kwargs: Any) -> None:
+    def __init__(self, item: fields.Field[str], max_items: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.item, self.max_items = item, max_items
 
@@ -120,7 +123,7 @@ class ItemIdList(fields.Field):
         return ids
 
 
-class CategoryPath(fields.Field):
+class CategoryPath(fields.Field[str]):
     """``/Shoes/Children/`` -> ``Shoes/Children`` (the vendor ignores the outer slashes)."""
 
     def __init__(self, max_length: int, **kwargs: Any) -> None:
@@ -136,7 +139,7 @@ class CategoryPath(fields.Field):
         return text.strip("/")
 
 
-class FullPrice(fields.Field):
+class FullPrice(fields.Field[dict[str, str]]):
     """``12.45EUR`` -> ``{"price": "12.45", "currency": "EUR"}`` (the amount stays exact text)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
@@ -168,7 +171,9 @@ class _IbexaSchema(Schema):
             raise ValidationError(f"{len(extras)} unknown query parameters; the limit is {MAX_EXTRA_PARAMS}.")
         for key in extras:
             if len(key) > MAX_PARAM_NAME or _CONTROL.search(key):
-                raise ValidationError(f"A query parameter name is too long or has a control character: {key[:40]!r}.")
+                raise ValidationError(
+                    f"A query parameter name is too long or has a control character: {key[:40]!r}."
+                )
             value = original[key]
             if value:  # an empty extra parameter is kept as ""
                 _text(value, f"Query parameter {key[:40]!r}", self.max_length)
@@ -186,7 +191,7 @@ def make_ibexa_schemas(*, string_item_ids: bool, max_length: int, max_items: int
     def item_type() -> NumericId:
         return NumericId("The item type (itemtypeid)", required=True)
 
-    def item_id(**kwargs: Any) -> fields.Field:
+    def item_id(**kwargs: Any) -> fields.Field[str]:
         if string_item_ids:
             return TextId("The item id (itemid)", max_length, **kwargs)
         return NumericId("The item id (itemid)", **kwargs)
@@ -194,10 +199,15 @@ def make_ibexa_schemas(*, string_item_ids: bool, max_length: int, max_items: int
     def name(what: str, required: bool) -> TextId:
         return TextId(what, max_length, required=required)
 
-    def item_event(extra: dict[str, fields.Field] | None = None) -> dict[str, fields.Field]:
-        return {"userid": user(), "itemtypeid": item_type(), "itemid": item_id(required=True), **(extra or {})}
+    def item_event(extra: dict[str, fields.Field[Any]] | None = None) -> dict[str, fields.Field[Any]]:
+        return {
+            "userid": user(),
+            "itemtypeid": item_type(),
+            "itemid": item_id(required=True),
+            **(extra or {}),
+        }
 
-    shapes: dict[str, dict[str, fields.Field]] = {
+    shapes: dict[str, dict[str, fields.Field[Any]]] = {
         "click": item_event({"categorypath": CategoryPath(max_length)}),
         "consume": item_event({"percentage": BoundedInt(0, 100, "percentage")}),
         "buy": item_event(
@@ -215,7 +225,9 @@ def make_ibexa_schemas(*, string_item_ids: bool, max_length: int, max_items: int
             "userid": user(),
             "itemtypeid": item_type(),
             "itemids": ItemIdList(
-                item_id(), max_items, required=True,
+                item_id(),
+                max_items,
+                required=True,
                 error_messages={"required": "The item ids (itemid) are required."},
             ),
             "scenario": name("scenario", required=False),
@@ -226,7 +238,7 @@ def make_ibexa_schemas(*, string_item_ids: bool, max_length: int, max_items: int
     }
     schemas: dict[str, Schema] = {}
     for code, shape in shapes.items():
-        cls = _IbexaSchema.from_dict(shape, name=f"Ibexa{code.capitalize()}Schema")
+        cls = cast(type[_IbexaSchema], _IbexaSchema.from_dict(shape, name=f"Ibexa{code.capitalize()}Schema"))
         cls.max_length = max_length
         schemas[code] = cls()
     return schemas
