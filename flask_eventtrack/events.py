@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -48,10 +49,21 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+@lru_cache(maxsize=4096)
 def format_time(value: datetime) -> str:
-    """``2022-11-28T12:18:27.000Z``: fixed width, so text order is time order."""
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """``2022-11-28T12:18:27.000Z``: fixed width, so text order is time order.
+
+    Cached: a batch usually shares one receipt time and few occurrence times.
+    """
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    if value.year < 1000:  # isoformat would not pad to four digits everywhere
+        v = value
+        return (
+            f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+            f".{v.microsecond // 1000:03d}Z"
+        )
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_time(value: str) -> datetime:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 
@@ -33,6 +34,7 @@ def make_user_hasher(key: str | bytes) -> Callable[[str], str]:
     """
     secret = hashlib.sha256(b"eventtrack.user-id:" + (key.encode() if isinstance(key, str) else key)).digest()
 
+    @lru_cache(maxsize=65536)  # the same users come back request after request
     def hash_user(user_id: str) -> str:
         return hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
 

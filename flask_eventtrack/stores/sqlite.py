@@ -56,7 +56,6 @@ def m001_initial(db: Database) -> None:
     )
     db["events"].create_index(["tenant", "type", "occurred_at"], if_not_exists=True)
     db["events"].create_index(["user", "occurred_at"], if_not_exists=True)
-    db["events"].create_index(["item_type", "item_id"], if_not_exists=True)
     # Partial unique index: events without a dedup key never conflict.
     db.execute(
         "CREATE UNIQUE INDEX IF NOT EXISTS idx_events_dedup"
@@ -83,16 +82,11 @@ def m001_initial(db: Database) -> None:
         if_not_exists=True,
     )
     db["identity_links"].create_index(["target"], if_not_exists=True)
+    # The catalog part of event definitions; count and last_seen are derived
+    # from the events table when read, so the write path touches this table
+    # only when a type or a parameter name is new.
     db["definitions"].create(
-        {
-            "tenant": str,
-            "source": str,
-            "name": str,
-            "first_seen": str,
-            "last_seen": str,
-            "count": int,
-            "params": str,
-        },
+        {"tenant": str, "source": str, "name": str, "first_seen": str, "params": str},
         pk=("tenant", "source", "name"),
         if_not_exists=True,
     )
@@ -151,11 +145,8 @@ _INSERT_REJECTED = (
     " VALUES (?,?,?,?,?,?,?,?)"
 )
 _UPSERT_DEFINITION = """
-INSERT INTO definitions (tenant, source, name, first_seen, last_seen, count, params)
-VALUES (?,?,?,?,?,?,?)
+INSERT INTO definitions (tenant, source, name, first_seen, params) VALUES (?,?,?,?,?)
 ON CONFLICT (tenant, source, name) DO UPDATE SET
-  last_seen = max(last_seen, excluded.last_seen),
-  count = count + excluded.count,
   params = (SELECT json_group_array(value) FROM (
       SELECT value FROM json_each(definitions.params)
       UNION SELECT value FROM json_each(excluded.params) ORDER BY value))
@@ -164,6 +155,7 @@ _WITHIN_WINDOW = (
     "SELECT 1 FROM events WHERE user = ? AND occurred_at > ? AND occurred_at < ?"
     " AND tenant = ? AND source = ? AND type = ? LIMIT 1"
 )
+_NOTHING: frozenset[str] = frozenset()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -238,6 +230,7 @@ class SQLiteStore(Store):
         self.busy_timeout = int(busy_timeout)
         self.retry_after = retry_after
         self._local = threading.local()
+        self._known: dict[tuple[str, str, str], frozenset[str]] = {}
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         self._migrate()
@@ -300,10 +293,11 @@ class SQLiteStore(Store):
             for event in events:
                 if event.dedup_key or event.once_per or event.links_to:
                     self._write_directed(conn, event, result, rejected)
-            if result.stored:
-                self._update_definitions(conn, result.stored)
+            new_definitions = self._update_definitions(conn, result.stored) if result.stored else ()
             if rejected:
                 conn.executemany(_INSERT_REJECTED, [self._rejection_row(r) for r in rejected])
+        for group, params in new_definitions:  # committed: remember them
+            self._known[group] = self._known.get(group, _NOTHING) | params
         result.rejected = rejected
         return result
 
@@ -382,25 +376,29 @@ class SQLiteStore(Store):
             format_time(r.received_at or utcnow()),
         )
 
-    @staticmethod
-    def _update_definitions(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
-        groups: dict[tuple[str, str, str], list[Any]] = {}
+    def _update_definitions(self, conn: sqlite3.Connection, events: Sequence[Event]) -> list[Any]:
+        """Record new types and parameter names; returns what to remember after COMMIT.
+
+        ``self._known`` caches what this process already wrote, so the common
+        case (a known type with known parameters) costs no SQL at all.
+        """
+        groups: dict[tuple[str, str, str], set[str]] = {}
         for e in events:
-            seen = format_time(e.received_at)  # type: ignore[arg-type]
-            group = groups.get((e.tenant, e.source, e.type))
-            if group is None:
-                groups[(e.tenant, e.source, e.type)] = [seen, seen, 1, set(e.props)]
-            else:
-                group[1] = max(group[1], seen)
-                group[2] += 1
-                group[3].update(e.props)
-        conn.executemany(
-            _UPSERT_DEFINITION,
-            [
-                (t, s, n, first, last, count, _dumps(sorted(params)))
-                for (t, s, n), (first, last, count, params) in groups.items()
-            ],
-        )
+            group = (e.tenant, e.source, e.type)
+            params = groups.get(group)
+            if params is None:
+                groups[group] = set(e.props)
+            elif e.props:
+                params.update(e.props)
+        known = self._known
+        new = [(g, params) for g, params in groups.items() if g not in known or not params <= known[g]]
+        if new:
+            seen = format_time(events[0].received_at)  # type: ignore[arg-type]
+            conn.executemany(
+                _UPSERT_DEFINITION,
+                [(*group, seen, _dumps(sorted(params))) for group, params in new],
+            )
+        return new
 
     # -- reading ---------------------------------------------------------
     @staticmethod
@@ -494,12 +492,19 @@ class SQLiteStore(Store):
         return [dict(row) for row in rows]
 
     def definitions(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM definitions"
+        only = " WHERE tenant = ?" if tenant is not None else ""
+        sql = (
+            "SELECT d.tenant, d.source, d.name, d.first_seen, e.last_seen, coalesce(e.count, 0) AS count,"
+            " d.params FROM definitions d LEFT JOIN ("
+            f"  SELECT tenant, source, type, max(received_at) AS last_seen, count(*) AS count FROM events{only}"
+            "  GROUP BY tenant, source, type"
+            ") e ON e.tenant = d.tenant AND e.source = d.source AND e.type = d.name"
+        )
         args: list[Any] = []
         if tenant is not None:
-            sql += " WHERE tenant = ?"
-            args.append(tenant)
-        rows = self.conn.execute(sql + " ORDER BY tenant, source, name", args).fetchall()
+            sql += " WHERE d.tenant = ?"
+            args += [tenant, tenant]
+        rows = self.conn.execute(sql + " ORDER BY d.tenant, d.source, d.name", args).fetchall()
         return [{**dict(row), "params": json.loads(row["params"])} for row in rows]
 
     # -- keys ------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""The apps the benchmark serves with gunicorn, side by side.
+
+- ``bare()``: the ceiling, a Flask route that returns 204 and does nothing.
+- ``naive()``: the peer, a tracking endpoint written by hand the usual way:
+  connect per request, one INSERT and COMMIT, default ``synchronous``.
+- ``eventtrack()``: the example app with flask-eventtrack, store from
+  ``FLASK_EVENTTRACK_STORE_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+from flask import Flask, request
+
+
+def bare() -> Flask:
+    app = Flask("bare")
+
+    @app.route("/bare", methods=["GET", "POST"])
+    def bare_route() -> tuple[str, int]:
+        return "", 204
+
+    return app
+
+
+def naive() -> Flask:
+    app = Flask("naive")
+    path = os.environ["BENCH_NAIVE_DB"]
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, user TEXT, type TEXT, props TEXT)"
+        )
+
+    @app.post("/naive")
+    def naive_route() -> tuple[str, int]:
+        event = request.get_json()
+        conn = sqlite3.connect(path, timeout=5)
+        try:
+            conn.execute(
+                "INSERT INTO events (user, type, props) VALUES (?, ?, ?)",
+                (event["user_id"], event["type"], json.dumps(event)),
+            )
+            conn.commit()
+        finally:
+            conn.close()
+        return "", 204
+
+    return app
+
+
+def eventtrack() -> Flask:
+    from example_app import create_app
+
+    return create_app()

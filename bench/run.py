@@ -1,0 +1,325 @@
+"""The benchmark suite: ``python bench/run.py`` (see bench/README.md).
+
+Starts each app under gunicorn (2 sync workers, pinned to CPU 0), drives it from
+this process (pinned to CPU 1) over 127.0.0.1 only, and measures side by side:
+the bare-route ceiling, a naive hand-written peer, and flask-eventtrack's
+endpoints. Every figure is the median of ``--runs`` runs. After every run the
+stored events are counted: a run that stored a different number of events than
+it got 2xx answers for fails the suite (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.load import http_request, run_load  # noqa: E402
+
+SERVER_CPU, CLIENT_CPU = 0, 1
+PORT = 18731
+SECRET = "bench-secret"
+
+
+@dataclass
+class Scenario:
+    name: str
+    app: str  # bench.apps factory
+    events_per_request: int
+    make_request: Callable[[int, int], bytes]
+    connections: int = 8
+    prepare: Callable[[dict[str, str]], dict[str, str]] | None = None  # env -> extra headers info
+
+
+def cortex_batch(size: int) -> Callable[[int, int], bytes]:
+    def make(worker: int, n: int) -> bytes:
+        data = [
+            {"user_id": f"user-{worker}-{n}-{i % 50}", "type": "click", "item_id": f"item-{i}",
+             "timestamp": 1700000000 + n, "device": "mobile", "price": 9.99}
+            for i in range(size)
+        ]
+        body = json.dumps({"data": data}).encode()
+        return http_request("POST", "/cortex", body, {"Content-Type": "application/json"})
+
+    if size >= 100:  # build the body once per worker: the load generator must not be the bottleneck
+        cache: dict[int, bytes] = {}
+
+        def cached(worker: int, n: int) -> bytes:
+            if worker not in cache:
+                cache[worker] = make(worker, 0)
+            return cache[worker]
+
+        return cached
+    return make
+
+
+def naive_request(worker: int, n: int) -> bytes:
+    body = json.dumps({"user_id": f"user-{worker}-{n}", "type": "click", "item_id": "item-1"}).encode()
+    return http_request("POST", "/naive", body, {"Content-Type": "application/json"})
+
+
+def ibexa_click(worker: int, n: int) -> bytes:
+    return http_request("GET", f"/api/00000/click/user{worker}x{n}/1/{n % 1000 + 1}?categorypath=Shoes%2FChildren")
+
+
+def synerise_custom(token: str) -> Callable[[int, int], bytes]:
+    def make(worker: int, n: int) -> bytes:
+        body = json.dumps({
+            "action": "dog.bark", "label": "bark", "client": {"id": worker * 1_000_000 + n},
+            "params": {"loudness": 3, "mood": "happy"},
+        }).encode()
+        return http_request("POST", "/v4/events/custom", body,
+                            {"Content-Type": "application/json", "Authorization": f"Bearer {token}",
+                             "Api-Version": "4.4"})
+    return make
+
+
+def scenarios(token: str | None) -> list[Scenario]:
+    found = [
+        Scenario("ceiling: bare Flask route (204)", "bare", 0, lambda w, n: http_request("GET", "/bare")),
+        Scenario("peer: naive insert+commit per request", "naive", 1, naive_request),
+    ]
+    dialects = {p.stem for p in (ROOT / "flask_eventtrack" / "dialects").glob("[a-z]*.py")}
+    if "ibexa" in dialects:
+        found.append(Scenario("eventtrack: Ibexa click (GET)", "eventtrack", 1, ibexa_click))
+    if token:
+        found.append(Scenario("eventtrack: Synerise /v4/events/custom", "eventtrack", 1, synerise_custom(token)))
+    found += [
+        Scenario("eventtrack: Cortex batch of 1", "eventtrack", 1, cortex_batch(1)),
+        Scenario("eventtrack: Cortex batch of 100", "eventtrack", 100, cortex_batch(100), connections=4),
+        Scenario("eventtrack: Cortex batch of 1000", "eventtrack", 1000, cortex_batch(1000), connections=4),
+    ]
+    return found
+
+
+# -- the server -------------------------------------------------------------------------
+
+
+def server_env(workdir: Path, synchronous: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    env.update(
+        FLASK_SECRET_KEY=SECRET,
+        FLASK_EVENTTRACK_STORE_URL=f"sqlite:///{workdir}/events.db",
+        FLASK_EVENTTRACK_SQLITE_SYNCHRONOUS=json.dumps(synchronous),
+        BENCH_NAIVE_DB=str(workdir / "naive.db"),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def start_server(app: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "gunicorn", "-w", "2", "-k", "sync",
+           "-b", f"127.0.0.1:{PORT}", "--backlog", "2048", "--log-level", "warning", f"bench.apps:{app}()"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", PORT), timeout=0.2).close()
+            time.sleep(0.5)  # let both workers boot
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"gunicorn ({app}) did not start")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def worker_rss_mb(master: int) -> float:
+    """Mean resident memory of the gunicorn workers (children of the master)."""
+    rss = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == str(master) and "gunicorn" in (entry / "cmdline").read_text(errors="ignore"):
+            rss.append(int(fields["VmRSS"].split()[0]) / 1024)
+    return statistics.mean(rss) if rss else float("nan")
+
+
+def gunicorn_master(proc: subprocess.Popen[bytes]) -> int:
+    """taskset execs python, so the Popen pid is the gunicorn master."""
+    return proc.pid
+
+
+def stored_events(workdir: Path, app: str) -> int:
+    path = workdir / ("naive.db" if app == "naive" else "events.db")
+    if app == "bare":
+        return 0
+    with sqlite3.connect(path) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    return int(count)
+
+
+def make_token(workdir: Path, env: dict[str, str]) -> str | None:
+    """A Synerise bearer token for tenant 'bench', minted like a client would get one."""
+    code = (
+        "import sys\n"
+        "from example_app import create_app\n"
+        "from flask_eventtrack import get_state\n"
+        "from flask_eventtrack.keys import create_key\n"
+        "from flask_eventtrack.tokens import issue_token\n"
+        "app = create_app()\n"
+        "with app.app_context():\n"
+        "    key = create_key(get_state().store, 'bench', 'api', 'bench')\n"
+        "    print(issue_token(key))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else None
+
+
+# -- measurements -------------------------------------------------------------------------
+
+
+def measure(scenario: Scenario, seconds: float, synchronous: str, token_env: dict[str, str] | None) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="etbench-") as tmp:
+        workdir = Path(tmp)
+        env = server_env(workdir, synchronous)
+        if token_env is not None and "Synerise" in scenario.name:
+            # the token's key must be in this run's database
+            token = make_token(workdir, env)
+            if token is None:
+                raise RuntimeError("could not mint a Synerise token")
+            scenario = Scenario(scenario.name, scenario.app, 1, synerise_custom(token))
+        proc = start_server(scenario.app, env)
+        try:
+            warm = run_load(PORT, scenario.make_request, connections=scenario.connections, seconds=1.0)
+            result = run_load(PORT, scenario.make_request, connections=scenario.connections, seconds=seconds)
+            rss = worker_rss_mb(gunicorn_master(proc))
+        finally:
+            stop_server(proc)
+        acknowledged = (warm.ok + result.ok) * scenario.events_per_request
+        stored = stored_events(workdir, scenario.app)
+    rps = result.ok / result.seconds
+    return {
+        "rps": rps,
+        "eps": rps * scenario.events_per_request,
+        "p50_ms": result.percentile(50) * 1000,
+        "p99_ms": result.percentile(99) * 1000,
+        "rss_mb": rss,
+        "non_2xx": result.failed + result.errors + warm.failed + warm.errors,
+        "acknowledged": acknowledged,
+        "stored": stored,
+        "lossless": float(stored == acknowledged),
+    }
+
+
+def raw_executemany(rows: int = 200_000, batch: int = 1000) -> dict[str, float]:
+    """Raw sqlite3 executemany in batches of 1000 on the server CPU (the reference for batches)."""
+    code = f"""
+import json, sqlite3, tempfile, time, os
+from flask_eventtrack.stores.sqlite import migrations
+from sqlite_utils import Database
+results = {{}}
+for name in ("minimal", "eventtrack_schema"):
+    d = tempfile.mkdtemp()
+    conn = sqlite3.connect(os.path.join(d, "raw.db"), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL"); conn.execute("PRAGMA synchronous=NORMAL")
+    if name == "minimal":
+        conn.execute("CREATE TABLE events (id TEXT PRIMARY KEY, user TEXT, type TEXT, occurred_at TEXT, props TEXT)")
+        sql = "INSERT INTO events VALUES (?,?,?,?,?)"
+        row = lambda i: (f"id-{{i:012d}}", f"user-{{i % 5000}}", "click", "2024-01-01T00:00:00.000Z", '{{"device":"mobile"}}')
+    else:
+        migrations.apply(Database(conn, execute_plugins=False))
+        sql = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        row = lambda i: (f"id-{{i:012d}}", "default", "cortex", "click", f"user-{{i % 5000}}", "user_id", None,
+                         f"item-{{i % 1000}}", "2024-01-01T00:00:00.000Z", "2024-01-01T00:00:00.000Z", None,
+                         '{{"device":"mobile"}}', None, "accepted")
+    data = [row(i) for i in range({rows})]
+    start = time.perf_counter()
+    for i in range(0, {rows}, {batch}):
+        conn.execute("BEGIN IMMEDIATE"); conn.executemany(sql, data[i:i + {batch}]); conn.execute("COMMIT")
+    results[name] = {rows} / (time.perf_counter() - start)
+print(json.dumps(results))
+"""
+    out = subprocess.run(["taskset", "-c", str(SERVER_CPU), sys.executable, "-c", code], cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (median reported)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--synchronous", default="NORMAL", help="EVENTTRACK_SQLITE_SYNCHRONOUS for the runs")
+    parser.add_argument("--only", help="run only scenarios whose name contains this text")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {CLIENT_CPU})
+
+    has_synerise = (ROOT / "flask_eventtrack" / "tokens.py").exists() and \
+        (ROOT / "flask_eventtrack" / "dialects" / "synerise.py").exists()
+    chosen = scenarios("placeholder" if has_synerise else None)
+    if args.only:
+        chosen = [s for s in chosen if args.only in s.name or s.app == "bare"]
+    table = []
+    ok = True
+    for scenario in chosen:
+        runs = [measure(scenario, args.seconds, args.synchronous, {} if has_synerise else None)
+                for _ in range(args.runs)]
+        median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        lossless = all(r["lossless"] for r in runs)
+        ok &= lossless
+        table.append({"scenario": scenario.name, **median, "lossless": lossless,
+                      "runs": runs, "events_per_request": scenario.events_per_request})
+        print(f"{scenario.name}: {median['rps']:.0f} req/s, lossless={lossless}", file=sys.stderr)
+    raw = raw_executemany()
+    ceiling = table[0]
+    print_table(table, ceiling, raw, args)
+    save(table, raw, args)
+    return 0 if ok else 1
+
+
+def print_table(table: list[dict], ceiling: dict, raw: dict[str, float], args: argparse.Namespace) -> None:
+    print(f"\nflask-eventtrack benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+          f"gunicorn 2 sync workers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}, "
+          f"median of {args.runs} x {args.seconds:g}s, SQLite WAL synchronous={args.synchronous}\n")
+    header = f"{'scenario':42} {'req/s':>8} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'x ceil':>7} {'xRSS':>5}  stored==2xx"
+    print(header)
+    print("-" * len(header))
+    for row in table:
+        print(f"{row['scenario']:42} {row['rps']:8.0f} {row['eps']:10.0f} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
+              f"{row['rss_mb']:7.1f} {row['rps'] / ceiling['rps']:7.2f} {row['rss_mb'] / ceiling['rss_mb']:5.2f}  "
+              f"{'yes' if row['lossless'] else 'NO: LOST OR EXTRA EVENTS'}")
+    print(f"\nraw sqlite3 executemany, batches of 1000, CPU {SERVER_CPU}: "
+          f"{raw['minimal']:.0f} rows/s (minimal table), {raw['eventtrack_schema']:.0f} rows/s (our schema and indexes)")
+    big = next((r for r in table if r["scenario"].endswith("batch of 1000")), None)
+    if big:
+        print(f"Cortex batches of 1000 vs raw executemany: {big['eps'] / raw['minimal']:.2f}x (minimal table), "
+              f"{big['eps'] / raw['eventtrack_schema']:.2f}x (same schema)")
+
+
+def save(table: list[dict], raw: dict[str, float], args: argparse.Namespace) -> None:
+    out = ROOT / "bench" / "results" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps({"args": vars(args), "raw_executemany": raw, "scenarios": table,
+                               "cpu": os.cpu_count(), "python": sys.version}, indent=1, default=str))
+    print(f"\nsaved {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
