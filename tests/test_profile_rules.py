@@ -66,8 +66,11 @@ def test_second_confirmation_with_same_order_id_is_discarded(
     assert send(client, key, {"confirmation": {"orderId": "7"}})["message"] == "Event discarded"
     assert send(client, key, {"confirmation": {"orderId": "O-2"}})["message"] == "Event created"
     events = stored(state, "confirmation")
-    assert [(e.props["orderId"], e.dedup_key) for e in events] == [("O-1", "order:O-1"), ("7", "order:7"),
-                                                                   ("O-2", "order:O-2")]
+    assert [(e.props["orderId"], e.dedup_key) for e in events] == [
+        ("O-1", "order:O-1"),
+        ("7", "order:7"),
+        ("O-2", "order:O-2"),
+    ]
     assert events[0].props["total"] == 10.0  # the first one was kept, not replaced
     assert duplicates(state) == ["confirmation", "confirmation"]
 
@@ -100,8 +103,18 @@ def test_email_opens_count_once_per_window(client: FlaskClient, state: EventTrac
 
 def _earlier_open(state: EventTrackState, minutes: int) -> None:
     at = utcnow() - timedelta(minutes=minutes)
-    state.pipeline.submit([Event(tenant="acme", source="profile", type="email_open", user=EMAIL,
-                                 user_kind="email", occurred_at=at)])
+    state.pipeline.submit(
+        [
+            Event(
+                tenant="acme",
+                source="profile",
+                type="email_open",
+                user=EMAIL,
+                user_kind="email",
+                occurred_at=at,
+            )
+        ]
+    )
 
 
 @pytest.mark.parametrize(("minutes_ago", "kept"), [(30, True), (21, True), (19, False), (1, False)])

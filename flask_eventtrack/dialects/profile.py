@@ -54,7 +54,9 @@ class ProfileError(BadPayload):
         self.message = message
 
 
-def envelope_error(status: int, errors: list[tuple[str, str]], headers: dict[str, str] | None = None) -> Response:
+def envelope_error(
+    status: int, errors: list[tuple[str, str]], headers: dict[str, str] | None = None
+) -> Response:
     body = {"errors": [{"message": m, "description": d} for m, d in errors]}
     return Response(json.dumps(body), status=status, mimetype="application/json", headers=headers)
 
@@ -83,7 +85,9 @@ class ProfileReader:
         """The tenant of the ``Authorization: <api key>`` header (no scheme word)."""
         secret = request.headers.get("Authorization")
         if secret and " " in secret.strip():
-            raise UnauthorizedError('Send the API key alone, with no scheme word: "Authorization: <api key>".')
+            raise UnauthorizedError(
+                'Send the API key alone, with no scheme word: "Authorization: <api key>".'
+            )
         return check_key(self.state.store, secret and secret.strip(), ("api",))
 
     def document(self) -> dict[str, Any]:
@@ -96,7 +100,9 @@ class ProfileReader:
         """``(raw id, kind)`` of the request's user; ``email`` wins over ``_id``."""
         value = document.get("user")
         if value is None:
-            raise ProfileError("Missing user information", 'Please send a "user" object with "email" or "_id".')
+            raise ProfileError(
+                "Missing user information", 'Please send a "user" object with "email" or "_id".'
+            )
         if not isinstance(value, dict):
             raise ProfileError("Invalid user information", '"user" must be an object with "email" or "_id".')
         try:
@@ -133,7 +139,9 @@ class ProfileReader:
 
     def attributes(self, value: Any) -> dict[str, Any]:
         try:
-            attrs = validate_attributes(value, max_length=self.max_length, max_depth=self.max_depth, where="attributes")
+            attrs = validate_attributes(
+                value, max_length=self.max_length, max_depth=self.max_depth, where="attributes"
+            )
         except ValidationError as exc:
             raise ProfileError("Invalid attributes", _describe(exc.messages, "attributes")) from None
         return _without_identifiers(attrs)
@@ -292,7 +300,9 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
 
     @bp.route("/v1/event", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def track_without_slash() -> Response:
-        return envelope_error(404, [("Not found", "The events endpoint is /v1/event/ (with the trailing slash).")])
+        return envelope_error(
+            404, [("Not found", "The events endpoint is /v1/event/ (with the trailing slash).")]
+        )
 
     @bp.post("/v1/user")
     def save_user() -> Response:
@@ -315,7 +325,8 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     @bp.route("/v1/user/", methods=["GET", "POST"])
     def user_without_id() -> Response:
         return envelope_error(
-            404, [("Not found", "Create users with POST /v1/user; read one with GET /v1/user/<email or _id>.")]
+            404,
+            [("Not found", "Create users with POST /v1/user; read one with GET /v1/user/<email or _id>.")],
         )
 
     @bp.get("/v1/user/<path:identifier>")

@@ -89,7 +89,7 @@ class UserSchema(Schema):
             raise ValidationError('The user needs an "email" or an "_id".', "_schema")
 
 
-class Attributes(fields.Field):
+class Attributes(fields.Field[dict[str, Any]]):
     """A field holding an attributes object (see :func:`validate_attributes`)."""
 
     def __init__(self, *, max_length: int, max_depth: int, **kwargs: Any) -> None:
@@ -98,7 +98,9 @@ class Attributes(fields.Field):
         self.max_depth = max_depth
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
-        return validate_attributes(value, max_length=self.max_length, max_depth=self.max_depth, where=attr or "")
+        return validate_attributes(
+            value, max_length=self.max_length, max_depth=self.max_depth, where=attr or ""
+        )
 
 
 def _standard_kinds(max_length: int) -> dict[str, type[Schema]]:
@@ -164,7 +166,7 @@ def _attribute_kinds(max_length: int, max_depth: int) -> dict[str, type[Schema]]
     class AttributeEvent(Schema):
         """The whole value is the attributes object."""
 
-        def load(self, data: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        def load(self, data: Any, **kwargs: Any) -> Any:
             return validate_attributes(data, max_length=max_length, max_depth=max_depth, where="attributes")
 
     class GenericBody(Schema):
@@ -186,8 +188,18 @@ def _attribute_kinds(max_length: int, max_depth: int) -> dict[str, type[Schema]]
 
 
 #: Every event kind the API accepts (the key inside ``"event"``).
-KINDS = ("update", "login", "generic", "page_view", "product_view", "add_to_cart",
-         "remove_from_cart", "confirmation", "email_open", "email_click")
+KINDS = (
+    "update",
+    "login",
+    "generic",
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "confirmation",
+    "email_open",
+    "email_click",
+)
 
 
 def make_kind_schemas(max_length: int, max_depth: int) -> dict[str, Schema]:
