@@ -14,9 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from _pg import new_schema
 from flask.testing import FlaskClient
 
-from _pg import new_schema
 from flask_eventtrack import store_from_url
 from flask_eventtrack.events import Event, Rejection, new_event_id, parse_time, utcnow
 from flask_eventtrack.extension import EventTrackState
@@ -192,18 +192,25 @@ def test_definitions_catalog_merges_params(store: Store) -> None:
     store.write([ev("dog.bark", props={"a": 1, "loud": 2}, received_at=T0 + timedelta(hours=1))])
     store.write([ev("other", tenant="t2", props={})])
     rows = store.definitions("t1")
-    assert rows == [{"tenant": "t1", "source": "test", "name": "dog.bark", "first_seen": "2026-01-05T10:00:00.000Z",
-                     "last_seen": "2026-01-05T11:00:00.000Z", "count": 3, "params": ["a", "b", "loud"]}]  # fmt: skip
+    assert rows == [
+        {"tenant": "t1", "source": "test", "name": "dog.bark", "first_seen": "2026-01-05T10:00:00.000Z",
+         "last_seen": "2026-01-05T11:00:00.000Z", "count": 3, "params": ["a", "b", "loud"]}
+    ]  # fmt: skip
     assert [(r["tenant"], r["name"], r["params"]) for r in store.definitions()] == [
         ("t1", "dog.bark", ["a", "b", "loud"]), ("t2", "other", [])]  # fmt: skip
 
 
 def test_rejected_log_caps_payloads_and_filters(store: Store) -> None:
+    later = T0 + timedelta(hours=1)
     store.write([], [rejection(payload="x" * 500, tenant="a"),
-                     rejection("auth_failure", payload=None, tenant="b", received_at=T0 + timedelta(hours=1))])  # fmt: skip
+                     rejection("auth_failure", payload=None, tenant="b", received_at=later)])  # fmt: skip
     first, second = store.iter_rejected(EventQuery())
     assert first.payload == "x" * 100 + "...[truncated]" and first.reason == "schema_violation"
-    assert (second.reason, second.payload, second.received_at) == ("auth_failure", None, T0 + timedelta(hours=1))
+    assert (second.reason, second.payload, second.received_at) == (
+        "auth_failure",
+        None,
+        T0 + timedelta(hours=1),
+    )
     assert [r.tenant for r in store.iter_rejected(EventQuery(tenant="b"))] == ["b"]
     assert [r.tenant for r in store.iter_rejected(EventQuery(since=T0 + timedelta(minutes=1)))] == ["b"]
     assert [r.tenant for r in store.iter_rejected(EventQuery(limit=1))] == ["a"]
@@ -229,7 +236,9 @@ def test_keys(store: Store) -> None:
     assert [k["id"] for k in store.list_keys()] == ["k1", "k2"]
     assert [k["id"] for k in store.list_keys("t2")] == ["k2"]
     assert "key_hash" not in store.list_keys()[0]
-    assert store.revoke_key("k1") is True and store.revoke_key("k1") is False and store.revoke_key("zz") is False
+    assert (
+        store.revoke_key("k1") is True and store.revoke_key("k1") is False and store.revoke_key("zz") is False
+    )
     assert store.find_key("hash1")["revoked_at"] is not None  # type: ignore[index]
 
 
@@ -242,7 +251,9 @@ def test_profiles(store: Store) -> None:
     assert merged is not None and merged["created"] is False
     assert merged["attributes"] == {"b": 1, "c": {"x": 1}} and merged["email"] == "u1@example.com"
     got = store.get_profile("t1", "u1")
-    assert got is not None and got["attributes"] == {"b": 1, "c": {"x": 1}} and got["email"] == "u1@example.com"
+    assert (
+        got is not None and got["attributes"] == {"b": 1, "c": {"x": 1}} and got["email"] == "u1@example.com"
+    )
     assert got["created_at"] == made["created_at"] and got["updated_at"] == merged["updated_at"]
     assert store.get_profile("t2", "u1") is None
 
@@ -281,7 +292,10 @@ def test_cortex_batch_through_the_app(client: FlaskClient, state: EventTrackStat
                      {"user_id": "u2", "type": "view"}, {"type": "no-user"}]}  # fmt: skip
     assert client.post("/cortex", json=body).status_code == 200
     stored = list(state.store.iter_events(EventQuery(source="cortex")))
-    assert [(e.type, e.item_id, e.props) for e in stored] == [("purchase", "7", {"sale_price": 49.99}), ("view", None, {})]
+    assert [(e.type, e.item_id, e.props) for e in stored] == [
+        ("purchase", "7", {"sale_price": 49.99}),
+        ("view", None, {}),
+    ]
     assert stored[0].user == state.pipeline.user_key("u1") != "u1"
     (bad,) = state.store.iter_rejected(EventQuery())
     assert bad.reason == "schema_violation" and bad.source == "cortex"

@@ -75,13 +75,13 @@ def _m001_initial(conn: psycopg.Connection[Any]) -> None:
         );
         CREATE INDEX identity_links_target ON identity_links (target);
 
+        -- The catalog part of event definitions: count and last_seen are derived
+        -- from the events when read.
         CREATE TABLE definitions (
           tenant text COLLATE "C" NOT NULL,
           source text COLLATE "C" NOT NULL,
           name text COLLATE "C" NOT NULL,
           first_seen timestamptz NOT NULL,
-          last_seen timestamptz NOT NULL,
-          count bigint NOT NULL,
           params jsonb NOT NULL,
           PRIMARY KEY (tenant, source, name)
         );

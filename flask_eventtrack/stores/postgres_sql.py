@@ -1,0 +1,139 @@
+"""SQL text and row conversion of the PostgreSQL store (see ``postgres.py``).
+
+Statements mirror the SQLite store's, one for one, so both stores keep the
+same semantics; values are always parameters, never spliced into the SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from ..events import Event, format_time
+
+COLUMNS = (
+    'id, tenant, source, type, "user", user_kind, item_type, item_id,'
+    " occurred_at, received_at, original_time, props, dedup_key, status"
+)
+INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+ON_KEY = " ON CONFLICT (tenant, source, dedup_key) WHERE dedup_key IS NOT NULL"
+INSERT_FIRST_WINS = INSERT + ON_KEY + " DO NOTHING"
+# Replacing keeps the stored id and occurred_at; everything else is the new event's.
+INSERT_REPLACE = (
+    INSERT + ON_KEY + " DO UPDATE SET user_kind=excluded.user_kind, item_type=excluded.item_type,"
+    " item_id=excluded.item_id, received_at=excluded.received_at,"
+    " original_time=excluded.original_time, props=excluded.props, status=excluded.status"
+    " RETURNING id"
+)
+INSERT_REJECTED = (
+    "INSERT INTO rejected (id, tenant, source, type, reason, message, payload, received_at)"
+    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+)
+# Only when a type or a parameter name is new; count and last_seen are derived
+# from the events when read (as in the SQLite store), so a hot event type
+# never makes app servers queue on its catalog row.
+UPSERT_DEFINITION = """
+INSERT INTO definitions AS d (tenant, source, name, first_seen, params)
+VALUES (%s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (tenant, source, name) DO UPDATE SET
+  params = (SELECT coalesce(jsonb_agg(v ORDER BY v COLLATE "C"), '[]') FROM (
+      SELECT jsonb_array_elements_text(d.params)
+      UNION SELECT jsonb_array_elements_text(excluded.params)) AS names(v))
+WHERE NOT d.params @> excluded.params
+"""
+DEFINITIONS = """
+SELECT d.tenant, d.source, d.name, d.first_seen, e.last_seen, coalesce(e.count, 0) AS count, d.params
+FROM definitions d LEFT JOIN (
+  SELECT tenant, source, type, max(received_at) AS last_seen, count(*) AS count
+  FROM events GROUP BY tenant, source, type
+) e ON e.tenant = d.tenant AND e.source = d.source AND e.type = d.name
+"""
+WITHIN_WINDOW = (
+    'SELECT 1 FROM events WHERE "user" = %s AND occurred_at > %s AND occurred_at < %s'
+    " AND tenant = %s AND source = %s AND type = %s LIMIT 1"
+)
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+ascii_dumps = json.JSONEncoder(separators=(",", ":")).encode
+TEXT_FIELDS = (
+    "tenant", "source", "type", "user", "user_kind", "item_type", "item_id",
+    "original_time", "dedup_key", "status", "links_to",
+)  # fmt: skip
+
+
+def to_ms(value: datetime) -> datetime:
+    """Millisecond precision, as the SQLite store keeps (and compares) times."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def as_text(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def unstorable(text: str) -> bool:
+    """PostgreSQL text cannot hold NUL, and UTF-8 cannot hold a lone surrogate."""
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def clean(text: str | None) -> str | None:
+    """Rejected-log text is kept even when it cannot be stored as sent."""
+    if text is None or not unstorable(text):
+        return text
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def lock_key(*parts: str | None) -> int:
+    """A stable signed 64-bit advisory-lock key, the same in every process."""
+    data = "\x1f".join("\x00" if p is None else p for p in parts).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+
+
+def event_row(event: Event, props: str) -> tuple[Any, ...]:
+    return (
+        event.id,
+        event.tenant,
+        event.source,
+        event.type,
+        event.user,
+        event.user_kind,
+        event.item_type,
+        event.item_id,
+        to_ms(event.occurred_at),  # type: ignore[arg-type]
+        to_ms(event.received_at),  # type: ignore[arg-type]
+        event.original_time,
+        props,
+        event.dedup_key,
+        event.status,
+    )
+
+
+def row_event(row: dict[str, Any]) -> Event:
+    return Event(
+        id=row["id"],
+        tenant=row["tenant"],
+        source=row["source"],
+        type=row["type"],
+        user=row["user"],
+        user_kind=row["user_kind"],
+        item_type=row["item_type"],
+        item_id=row["item_id"],
+        occurred_at=as_utc(row["occurred_at"]),
+        received_at=as_utc(row["received_at"]),
+        original_time=row["original_time"],
+        props=row["props"],
+        dedup_key=row["dedup_key"],
+        status=row["status"],
+    )

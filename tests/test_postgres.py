@@ -1,0 +1,365 @@
+"""PostgreSQL store: failures answer 503 (never a 2xx) and heal by themselves;
+schema versioning; exports identical to SQLite's; fork safety; settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from _pg import TcpProxy, new_schema
+from flask import Flask
+from flask.testing import FlaskClient
+
+from example_app import create_app
+from flask_eventtrack import ConfigurationError, StoreUnavailable, get_state, store_from_url
+from flask_eventtrack.cli import cli
+from flask_eventtrack.events import Event, Rejection, parse_time
+from flask_eventtrack.stores import EventQuery, Store
+from flask_eventtrack.stores.postgres import PostgresStore
+from flask_eventtrack.stores.postgres_schema import SCHEMA_VERSION
+from flask_eventtrack.stores.postgres_sql import lock_key
+
+pytestmark = pytest.mark.postgres
+BATCH = {"data": [{"user_id": "u1", "type": "click"}, {"user_id": "u2", "type": "view", "n": 1}]}
+T0 = parse_time("2026-01-05T10:00:00.000Z")
+
+
+@pytest.fixture
+def schema() -> str:
+    return new_schema()
+
+
+@pytest.fixture
+def admin(pg_database: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def pg_store(pg_database: str, schema: str) -> Iterator[PostgresStore]:
+    store = store_from_url(pg_database, schema=schema, connect_timeout=1, retry_after=9)
+    assert isinstance(store, PostgresStore)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def proxy(pg_database: str) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(("127.0.0.1", 5432)).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def config(config: dict[str, Any], pg_database: str, proxy: TcpProxy, schema: str) -> dict[str, Any]:
+    """The app reaches PostgreSQL through the proxy, so tests can cut it off."""
+    config.update(
+        EVENTTRACK_STORE_URL=proxy.url(pg_database),
+        EVENTTRACK_POSTGRES_SCHEMA=schema,
+        EVENTTRACK_POSTGRES_CONNECT_TIMEOUT=1,
+        EVENTTRACK_RETRY_AFTER=7,
+    )
+    return config
+
+
+def count(admin: psycopg.Connection[Any], schema: str, table: str = "events") -> int:
+    row = admin.execute(f'SELECT count(*) FROM "{schema}".{table}').fetchone()
+    return int(row[0]) if row else -1
+
+
+# -- failure and recovery ------------------------------------------------------
+def test_server_down_is_503_with_retry_after_and_recovers(
+    client: FlaskClient, proxy: TcpProxy, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    assert client.post("/cortex", json=BATCH).status_code == 200
+    proxy.stop()  # the database is gone: no connection, no new ones
+    for _ in range(2):
+        response = client.post("/cortex", json=BATCH)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "7"
+        assert "nothing was stored" in response.get_json()["message"]
+    assert count(admin, schema) == 2
+    proxy.start()  # back, on the same address: the pool reconnects by itself
+    deadline = time.monotonic() + 30
+    while (response := client.post("/cortex", json=BATCH)).status_code != 200:
+        assert response.status_code == 503 and "Retry-After" in response.headers
+        assert time.monotonic() < deadline, "the store did not recover within 30 s"
+        time.sleep(0.2)
+    assert count(admin, schema) == 4
+
+
+def test_cut_connections_are_replaced_without_an_error(
+    client: FlaskClient, proxy: TcpProxy, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    assert client.post("/cortex", json=BATCH).status_code == 200
+    proxy.cut()  # every pooled connection is now dead (a restart looks the same)
+    assert client.post("/cortex", json=BATCH).status_code == 200
+    assert count(admin, schema) == 4
+
+
+def test_terminated_backends_are_replaced(
+    client: FlaskClient, app: Flask, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    assert client.post("/cortex", json=BATCH).status_code == 200
+    killed = admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchall()
+    assert killed
+    assert client.post("/cortex", json=BATCH).status_code == 200
+    assert count(admin, schema) == 4
+
+
+def _write_while_killing(
+    store: PostgresStore, admin: psycopg.Connection[Any], kills: int
+) -> list[BaseException]:
+    """Write a batch while its backend is terminated ``kills`` times mid-transaction.
+
+    The admin connection holds the advisory lock the batch's dedup key needs,
+    so the write waits inside its open transaction until it is killed.
+    """
+    lock = lock_key("dedup", "t1", "test", "order-1")
+    admin.execute("SELECT pg_advisory_lock(%s)", (lock,))
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.write(
+                [
+                    Event("t1", "test", "click", user="u", occurred_at=T0, received_at=T0, id="e-1"),
+                    Event(
+                        "t1",
+                        "test",
+                        "buy",
+                        user="u",
+                        occurred_at=T0,
+                        received_at=T0,
+                        id="e-2",
+                        dedup_key="order-1",
+                    ),
+                ],  # fmt: skip
+                [Rejection("schema_violation", "bad", "test", received_at=T0)],
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 20
+        while kills and writer.is_alive() and time.monotonic() < deadline:
+            row = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%%pg_advisory_xact_lock%%'"
+            ).fetchone()
+            kills -= 1 if row else 0
+            time.sleep(0.02)
+        assert kills == 0 or not writer.is_alive(), "the write never waited on its lock"
+    finally:
+        admin.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+        writer.join(timeout=20)
+    return errors
+
+
+def test_connection_lost_inside_a_write_is_retried_once_and_committed_once(
+    pg_store: PostgresStore, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    """Nothing was committed when the backend died before COMMIT: the write runs again, once."""
+    pg_store.check()
+    assert _write_while_killing(pg_store, admin, kills=1) == []
+    assert count(admin, schema) == 2 and count(admin, schema, "rejected") == 1
+
+
+def test_connection_lost_for_good_inside_a_write_is_503_and_commits_nothing(
+    pg_store: PostgresStore, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    pg_store.check()
+    errors = _write_while_killing(pg_store, admin, kills=1000)  # every attempt, until the timeout
+    assert len(errors) == 1 and isinstance(errors[0], StoreUnavailable)
+    assert errors[0].retry_after == 9
+    assert count(admin, schema) == 0 and count(admin, schema, "rejected") == 0
+    assert count(admin, schema, "definitions") == 0
+    assert pg_store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-3")]).stored
+
+
+def test_exhausted_pool_is_503_not_a_wait_forever(pg_database: str, schema: str) -> None:
+    store = store_from_url(pg_database, schema=schema, pool_min_size=0, pool_max_size=1, connect_timeout=0.5)
+    assert isinstance(store, PostgresStore)
+    try:
+        store.check()
+        held = store._pool().getconn()
+        try:
+            with pytest.raises(StoreUnavailable):
+                store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-1")])
+        finally:
+            store._pool().putconn(held)
+        assert store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-2")]).stored
+        assert store.count_events(EventQuery()) == 1
+    finally:
+        store.close()
+
+
+def test_unreachable_at_start_is_503_then_works(pg_database: str, schema: str) -> None:
+    proxy = TcpProxy(("127.0.0.1", 5432)).start()
+    url = proxy.url(pg_database)
+    proxy.stop()
+    store = store_from_url(url, schema=schema, connect_timeout=1)
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-1")])
+        proxy.start()
+        assert store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-1")]).stored
+    finally:
+        store.close()
+        proxy.stop()
+
+
+# -- schema ------------------------------------------------------------------
+def test_schema_is_versioned_typed_and_in_its_own_namespace(
+    pg_store: PostgresStore, admin: psycopg.Connection[Any], schema: str
+) -> None:
+    pg_store.check()
+    versions = admin.execute(
+        f'SELECT version, name FROM "{schema}".schema_version ORDER BY version'
+    ).fetchall()
+    assert [v for v, _ in versions] == list(range(1, SCHEMA_VERSION + 1))
+    assert versions[0][1] == "m001_initial"
+    types = dict(
+        admin.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'events'",
+            (schema,),
+        ).fetchall()
+    )
+    assert types["occurred_at"] == types["received_at"] == "timestamp with time zone"
+    assert types["props"] == "json"
+    public = admin.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+    assert public == (0,)
+    # a second store (another process, a restart) finds nothing to do
+    other = store_from_url(pg_store.url, schema=schema)
+    try:
+        other.check()
+    finally:
+        other.close()
+    again = admin.execute(f'SELECT count(*) FROM "{schema}".schema_version').fetchone()
+    assert again == (SCHEMA_VERSION,)
+
+
+def test_processes_starting_at_once_migrate_once(pg_database: str, admin: psycopg.Connection[Any]) -> None:
+    schema = new_schema()
+    script = (
+        "import sys; from flask_eventtrack import store_from_url;"
+        "s = store_from_url(sys.argv[1], schema=sys.argv[2]); s.check(); s.close()"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, pg_database, schema]) for _ in range(6)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 6
+    versions = admin.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY version').fetchall()
+    assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
+
+
+# -- parity with SQLite --------------------------------------------------------
+def _same_history(store: Store) -> None:
+    def event(i: int, **kw: Any) -> Event:
+        at = T0 + timedelta(seconds=i)
+        props = {"z": i, "a": [1.0, 1e16, "ü"], "m": {"y": None, "b": True}}
+        return Event("t1", "test", kw.pop("type", "click"), user=f"u{i % 3}", occurred_at=at, received_at=at,
+                     id=f"00000000-0000-7000-8000-{i:012d}", props=props, **kw)  # fmt: skip
+
+    crawler = Rejection("bot", "a crawler", "test", payload="ü" * 9, received_at=T0,
+                        id="00000000-0000-7000-8000-999999999999")  # fmt: skip
+    store.write([event(i) for i in range(10)], [crawler])
+    store.write([event(10, dedup_key="k", replace=True), event(11, dedup_key="k", replace=True)])
+    store.write([event(12, type="open", once_per=timedelta(minutes=20)), event(13, links_to="u0")])
+
+
+def test_exports_are_identical_to_sqlite(pg_database: str, schema: str, tmp_path: Any) -> None:
+    """Same events in, the same NDJSON/CSV out (byte for byte), the same stats and catalog."""
+    outputs: dict[str, list[Any]] = {}
+    for url in (f"sqlite:///{tmp_path}/events.db", pg_database):
+        app = create_app({"TESTING": True, "SECRET_KEY": "s", "EVENTTRACK_STORE_URL": url,
+                          "EVENTTRACK_POSTGRES_SCHEMA": schema})  # fmt: skip
+        store = get_state(app).store
+        try:
+            _same_history(store)
+            runner = app.test_cli_runner()
+            exports = [runner.invoke(cli, ["export", *a]) for a in ([], ["--format", "csv"], ["--rejected"])]
+            assert all(r.exit_code == 0 for r in exports), [r.output for r in exports]
+            outputs[url] = [r.stdout for r in exports] + [store.stats(), store.definitions(),
+                                                          sorted(store.linked_users("u0"))]  # fmt: skip
+        finally:
+            store.close()
+    sqlite, postgres = outputs.values()
+    assert postgres == sqlite
+    assert len(sqlite[0].splitlines()) == 13 and '"props": {"z": 0, "a": [1.0, 1e+16, "ü"]' in sqlite[0]
+
+
+# -- what PostgreSQL cannot hold ---------------------------------------------
+def test_nul_characters_are_rejected_not_an_error(pg_store: PostgresStore) -> None:
+    result = pg_store.write(
+        [Event("t1", "test", "a\x00b", occurred_at=T0, received_at=T0, id="e-1"),
+         Event("t1", "test", "ok", occurred_at=T0, received_at=T0, id="e-2", props={"p": "x\x00"})],
+        [Rejection("invalid_json", "bad \x00 body", "test", payload="\x00\ud800", received_at=T0)],
+    )  # fmt: skip
+    assert [e.type for e in result.stored] == ["ok"]  # JSON escapes NUL in props: kept
+    assert [r.reason for r in result.rejected] == ["invalid_json", "schema_violation"]
+    logged = {r.reason: r for r in pg_store.iter_rejected(EventQuery())}
+    assert logged["invalid_json"].message == "bad \ufffd body" and logged["invalid_json"].payload == "\ufffd?"
+    assert "NUL" in logged["schema_violation"].message
+    assert json.loads(logged["schema_violation"].payload or "")["type"] == "a\x00b"
+    assert [e.props for e in pg_store.iter_events(EventQuery())] == [{"p": "x\x00"}]
+
+
+# -- processes and settings ------------------------------------------------------
+def test_a_forked_child_opens_its_own_pool(pg_store: PostgresStore) -> None:
+    pg_store.write([Event("t1", "test", "parent", occurred_at=T0, received_at=T0, id="e-1")])
+    pid = os.fork()
+    if pid == 0:  # the child: uses the inherited store object, then leaves at once
+        code = 1
+        try:
+            pg_store.write([Event("t1", "test", "child", occurred_at=T0, received_at=T0, id="e-2")])
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's pooled connection still works: the child never closed it
+    pg_store.write([Event("t1", "test", "parent", occurred_at=T0, received_at=T0, id="e-3")])
+    assert [e.type for e in pg_store.iter_events(EventQuery())] == ["parent", "child", "parent"]
+
+
+def test_pool_settings_come_from_the_config(app: Flask) -> None:
+    store = get_state(app).store
+    assert isinstance(store, PostgresStore)
+    assert (store.min_size, store.max_size, store.connect_timeout) == (1, 10, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"schema": "a-b; drop"}, "plain identifier"),
+        ({"pool_min_size": 5, "pool_max_size": 2}, "POOL_MIN_SIZE"),
+        ({"connect_timeout": 0}, "CONNECT_TIMEOUT"),
+    ],
+)
+def test_bad_settings_fail_at_init(options: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        store_from_url("postgresql://postgres@127.0.0.1/x", **options)
+
+
+def test_postgres_scheme_aliases(pg_database: str, schema: str) -> None:
+    for scheme in ("postgres", "postgresql+psycopg"):
+        store = store_from_url(pg_database.replace("postgresql", scheme, 1), schema=schema)
+        try:
+            assert isinstance(store, PostgresStore)
+            store.check()
+        finally:
+            store.close()
