@@ -57,8 +57,11 @@ class Tokens:
 
     def __init__(self, keys: Sequence[str | bytes], max_age: int, store: Store) -> None:
         if max_age <= 0:
-            raise ConfigurationError(f"The token max age must be a positive number of seconds, not {max_age}.")
-        self.serializer = URLSafeTimedSerializer(list(keys), salt=TOKEN_SALT)
+            raise ConfigurationError(
+                f"The token max age must be a positive number of seconds, not {max_age}."
+            )
+        secrets = [k.encode() if isinstance(k, str) else k for k in keys]
+        self.serializer = URLSafeTimedSerializer(secrets, salt=TOKEN_SALT)
         self.max_age = max_age
         self.store = store
 

@@ -4,8 +4,8 @@ transactions, AI events, and every validation rule of spec section 3."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -89,15 +89,20 @@ UUID = "e0097757-d1e2-44ac-ba3c-d97979a354c1"
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def issue_token(client: FlaskClient, state: EventTrackState, tenant: str = "acme") -> str:
+    """A bearer token of ``tenant``, obtained the way a client does: from an API key."""
+    key = create_key(state.store, tenant, "api")
+    response = client.post("/v4/auth/token", json={"apiKey": key.secret})
+    assert response.status_code == 200
+    return str(response.get_json()["token"])
 
 
 @pytest.fixture
 def token(client: FlaskClient, state: EventTrackState) -> str:
-    key = create_key(state.store, "acme", "api")
-    response = client.post("/v4/auth/token", json={"apiKey": key.secret})
-    assert response.status_code == 200
-    return str(response.get_json()["token"])
+    return issue_token(client, state)
 
 
 @pytest.fixture
@@ -230,7 +235,8 @@ def test_unknown_dedicated_endpoint_is_404(client, state, token) -> None:
     response = post(client, "/v4/events/barked", {"client": {"id": 1}, "label": "x"}, token)
     assert response.status_code == 404
     assert "barked" in response.get_json()["message"]
-    assert rejected(state)[0].reason == "unknown_event_type"
+    [rejection] = rejected(state)
+    assert rejection.reason == "unknown_event_type" and rejection.payload is None  # body never read
 
 
 TRANSACTION = {
@@ -243,7 +249,12 @@ TRANSACTION = {
     "source": "WEB_DESKTOP",
     "products": [
         {"sku": "A-1", "name": "Leash", "quantity": 2, "finalUnitPrice": {"amount": 10, "currency": "PLN"}},
-        {"sku": 42, "name": "Bone", "finalUnitPrice": {"amount": 10, "currency": "PLN"}, "categories": ["dog"]},
+        {
+            "sku": 42,
+            "name": "Bone",
+            "finalUnitPrice": {"amount": 10, "currency": "PLN"},
+            "categories": ["dog"],
+        },
     ],
 }
 
@@ -278,7 +289,12 @@ def test_transaction_errors_name_product_lines(client, state, token) -> None:
     response = post(client, "/v4/transactions", body, token)
     assert response.status_code == 400
     fields = {e["field"] for e in response.get_json()["errors"]}
-    assert {"value", "products[0].finalUnitPrice", "products[1].sku", "products[1].finalUnitPrice.amount"} <= fields
+    assert {
+        "value",
+        "products[0].finalUnitPrice",
+        "products[1].sku",
+        "products[1].finalUnitPrice.amount",
+    } <= fields
     assert stored(state) == []
 
 
@@ -302,8 +318,11 @@ def test_identifier_priority_and_other_ids_only_hashed(client, state, token, cli
     assert post(client, "/v4/events/custom", event(client=client_ids), token).status_code == 202
     [e] = stored(state)
     assert e.user_kind == kind and e.user == state.pipeline.user_key(raw)
-    others = {k: state.pipeline.user_key(str(v).lower() if k == "uuid" else str(v))
-              for k, v in client_ids.items() if k != kind}  # fmt: skip
+    others = {
+        k: state.pipeline.user_key(str(v).lower() if k == "uuid" else str(v))
+        for k, v in client_ids.items()
+        if k != kind
+    }
     assert e.props.get("identifiers", {}) == others
 
 
@@ -323,7 +342,8 @@ def test_raw_identifiers_never_reach_the_database_file(client, state, token, sto
 
 
 @pytest.mark.parametrize(
-    "client_ids", [{}, {"id": None}, {"id": True}, {"email": "nope"}, {"uuid": "not-a-uuid"}, {"phone": "1"}, "x"]
+    "client_ids",
+    [{}, {"id": None}, {"id": True}, {"email": "nope"}, {"uuid": "not-a-uuid"}, {"phone": "1"}, "x"],
 )
 def test_client_needs_a_valid_identifier(client, state, token, client_ids) -> None:
     response = post(client, "/v4/events/custom", event(client=client_ids), token)
@@ -338,7 +358,9 @@ def test_client_is_required(client, state, token) -> None:
     body = event()
     del body["client"]
     response = post(client, "/v4/events/custom", body, token)
-    assert response.get_json()["errors"] == [{"field": "client", "message": "Missing data for required field."}]
+    assert response.get_json()["errors"] == [
+        {"field": "client", "message": "Missing data for required field."}
+    ]
 
 
 @pytest.mark.parametrize("label", [None, "", 3, ["bark"]])
@@ -388,7 +410,7 @@ def test_action_is_validated(client, state, token, action) -> None:
         ("2022-05-23T13:00:00Z", utc(2022, 5, 23, 13)),
         ("2022-05-23T09:00:00-04:00", utc(2022, 5, 23, 13)),
         ("2022-05-23T07:00:00-06:00", utc(2022, 5, 23, 13)),
-        ("2022-05-23T13:00:00.176Z", datetime(2022, 5, 23, 13, 0, 0, 176000, tzinfo=timezone.utc)),
+        ("2022-05-23T13:00:00.176Z", datetime(2022, 5, 23, 13, 0, 0, 176000, tzinfo=UTC)),
     ],
 )
 def test_time_with_any_offset_is_stored_in_utc(client, state, token, sent, expected) -> None:
@@ -411,7 +433,7 @@ def test_no_time_means_time_of_receipt(client, state, token) -> None:
 
 
 def test_future_time_becomes_time_of_receipt_and_is_kept(client, state, token) -> None:
-    future = (datetime.now(timezone.utc) + timedelta(days=2)).replace(microsecond=0)
+    future = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
     sent = future.astimezone(timezone(timedelta(hours=-4))).isoformat()
     assert post(client, "/v4/events/custom", event(time=sent), token).status_code == 202
     [e] = stored(state)
@@ -426,9 +448,11 @@ def ai(**extra: Any) -> dict[str, Any]:
 
 
 def test_ai_events_keep_future_times(client, state, tracker) -> None:
-    future = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=30)
+    future = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
     body = ai(eventTimestamp=int(future.timestamp() * 1000) + 123)
-    assert post(client, f"/events/v1/single/recommendation.click?token={tracker}", body, None).status_code == 202
+    assert (
+        post(client, f"/events/v1/single/recommendation.click?token={tracker}", body, None).status_code == 202
+    )
     [e] = stored(state)
     assert e.occurred_at == future + timedelta(milliseconds=123) and e.original_time is None
     assert (e.item_type, e.item_id) == ("item", "89435879453")  # a click on one item
@@ -444,7 +468,9 @@ def test_ai_event_timestamp_in_milliseconds(client, state, tracker) -> None:
 
 def test_ai_event_without_timestamp_and_with_empty_items(client, state, tracker) -> None:
     body = ai(eventTimestamp=None, items=[])
-    assert post(client, f"/events/v1/single/recommendation.view?token={tracker}", body, None).status_code == 202
+    assert (
+        post(client, f"/events/v1/single/recommendation.view?token={tracker}", body, None).status_code == 202
+    )
     [e] = stored(state)
     assert e.props["items"] == [] and e.occurred_at == e.received_at
 
@@ -480,7 +506,10 @@ def test_unknown_ai_event_type(client, state, tracker) -> None:
     batch["eventType"] = "page.visit"
     response = post(client, f"/events/v1/batch?token={tracker}", batch, None)
     assert response.status_code == 400 and response.get_json()["errors"][0]["field"] == "eventType"
-    assert stored(state) == [] and [r.reason for r in rejected(state)] == ["unknown_event_type", "schema_violation"]
+    assert stored(state) == [] and [r.reason for r in rejected(state)] == [
+        "unknown_event_type",
+        "schema_violation",
+    ]
 
 
 def test_ai_batch_is_atomic(client, state, tracker) -> None:
@@ -489,7 +518,11 @@ def test_ai_batch_is_atomic(client, state, tracker) -> None:
     response = post(client, f"/events/v1/batch?token={tracker}", batch, None)
     assert response.status_code == 400
     assert response.get_json()["errors"] == [
-        {"index": 1, "field": "clientUUID", "message": "Must be a UUID, e.g. e0097757-d1e2-44ac-ba3c-d97979a354c1."}
+        {
+            "index": 1,
+            "field": "clientUUID",
+            "message": "Must be a UUID, e.g. e0097757-d1e2-44ac-ba3c-d97979a354c1.",
+        }
     ]
     assert stored(state) == []
 
@@ -505,8 +538,11 @@ def test_batch_with_an_invalid_item_stores_nothing_and_names_every_problem(clien
     body = response.get_json()
     assert "nothing was stored" in body["message"]
     assert sorted((e["index"], e["field"]) for e in body["errors"]) == [
-        (2, "client"), (2, "label"), (3, None), (4, "type")
-    ]  # fmt: skip
+        (2, "client"),
+        (2, "label"),
+        (3, None),
+        (4, "type"),
+    ]
     assert stored(state) == []
     [rejection] = rejected(state)
     assert rejection.reason == "schema_violation" and rejection.tenant == "acme"
@@ -534,8 +570,12 @@ def test_batch_size_is_limited(client, state, token, app) -> None:
     [("{not json", "application/json", "invalid_json"), ("{}", "text/plain", "content_type")],
 )
 def test_malformed_bodies_are_400(client, state, token, data, content_type, reason) -> None:
-    response = client.post("/v4/events/custom", data=data, content_type=content_type,
-                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    response = client.post(
+        "/v4/events/custom",
+        data=data,
+        content_type=content_type,
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert response.status_code == 400 and response.get_json()["status"] == 400
     assert rejected(state)[0].reason == reason
 
@@ -567,3 +607,49 @@ def test_store_unavailable_is_503_with_retry_after(client, state, token, monkeyp
     response = post(client, "/v4/events/custom", DOG_BARK, token)
     assert response.status_code == 503 and response.headers["Retry-After"] == "7"
     assert response.get_json()["status"] == 503
+
+
+# --- no input causes a 500 ----------------------------------------------------------------
+_ODD_VALUES: list[Any] = [
+    None, True, 0, -1, 1.5, 10**30, "", "x", "2022-11-28T12:18:27Z", UUID, [], {}, [[]], {"a": None},
+    "\u202e", "a" * 3000, [1, "a"], {"id": 1}, float("nan"), float("inf"),
+]  # fmt: skip
+
+
+def _mutations(document: Any, rng: Any) -> Any:
+    """``document`` with one random node replaced by an odd value."""
+    if isinstance(document, dict) and document and rng.random() < 0.8:
+        key = rng.choice(sorted(document))
+        return {**document, key: _mutations(document[key], rng)}
+    if isinstance(document, list) and document and rng.random() < 0.8:
+        index = rng.randrange(len(document))
+        return [*document[:index], _mutations(document[index], rng), *document[index + 1 :]]
+    return rng.choice(_ODD_VALUES)
+
+
+@pytest.mark.parametrize(
+    ("path", "example"),
+    [
+        ("/v4/events/custom", DOG_BARK),
+        ("/v4/events/batch", BATCH),
+        ("/v4/events/added-to-cart", json.dumps({"client": {"id": 1}, "label": "x", "params": {"sku": "A"}})),
+        ("/v4/transactions", json.dumps(TRANSACTION)),
+        ("/events/v1/single/recommendation.view", RECO_VIEW),
+        ("/events/v1/batch", RECO_BATCH),
+    ],
+)
+def test_mutated_bodies_never_cause_a_500(client, state, token, path, example) -> None:
+    import random
+
+    rng = random.Random(path)
+    document = json.loads(example)
+    statuses = set()
+    for _ in range(150):
+        body = json.dumps(_mutations(document, rng))  # NaN/Infinity are sent as Python's json writes them
+        response = post(client, path, body, token)
+        statuses.add(response.status_code)
+        assert response.status_code in {202, 400}, (body, response.get_json())
+        assert response.is_json
+    assert 400 in statuses
+    for e in stored(state):
+        assert json.dumps(e.props, allow_nan=False)

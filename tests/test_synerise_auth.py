@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner
 from itsdangerous.encoding import base64_decode, base64_encode
+from test_synerise import DOG_BARK, RECO_VIEW, UUID, event, issue_token, post, rejected, stored
 
 from example_app import create_app
 from flask_eventtrack import get_state
@@ -20,18 +21,23 @@ from flask_eventtrack.cli import cli
 from flask_eventtrack.errors import ConfigurationError
 from flask_eventtrack.extension import EventTrackState
 from flask_eventtrack.keys import create_key
-from test_synerise import DOG_BARK, RECO_VIEW, UUID, event, post, rejected, stored, token, tracker  # noqa: F401
 
 V4_WRITES = ["/v4/events/custom", "/v4/events/batch", "/v4/transactions", "/v4/events/hit-timer"]
 V4_READS = ["/v4/events/profile/id/1", "/v4/event-definitions"]
 
 
+@pytest.fixture
+def token(client: FlaskClient, state: EventTrackState) -> str:
+    return issue_token(client, state)
+
+
+@pytest.fixture
+def tracker(state: EventTrackState) -> str:
+    return create_key(state.store, "acme", "tracker").secret
+
+
 def exchange(client: FlaskClient, secret: str) -> Any:
     return client.post("/v4/auth/token", json={"apiKey": secret})
-
-
-def token_for(client: FlaskClient, state: EventTrackState, tenant: str) -> str:
-    return str(exchange(client, create_key(state.store, tenant, "api").secret).get_json()["token"])
 
 
 def get(client: FlaskClient, path: str, token: str | None) -> Any:
@@ -77,8 +83,9 @@ def test_v4_reads_need_a_bearer_token(client, state, path) -> None:
 
 @pytest.mark.parametrize("header", ["Basic YWNtZTpzZWNyZXQ=", "Bearer", "Bearer ", "token"])
 def test_authorization_must_be_bearer(client, state, token, header) -> None:
-    response = client.post("/v4/events/custom", data=DOG_BARK, content_type="application/json",
-                           headers={"Authorization": header})  # fmt: skip
+    response = client.post(
+        "/v4/events/custom", data=DOG_BARK, content_type="application/json", headers={"Authorization": header}
+    )
     assert response.status_code == 401 and stored(state) == []
 
 
@@ -125,9 +132,12 @@ def test_only_api_keys_are_exchanged(client, state, tracker) -> None:
 
 
 def test_a_token_writes_and_reads_only_its_own_tenant(client, state) -> None:
-    acme, globex = token_for(client, state, "acme"), token_for(client, state, "globex")
+    acme, globex = issue_token(client, state, "acme"), issue_token(client, state, "globex")
     assert post(client, "/v4/events/custom", event(client={"id": 7}), acme).status_code == 202
-    assert post(client, "/v4/events/custom", event(client={"id": 7}, action="cat.purr"), globex).status_code == 202
+    assert (
+        post(client, "/v4/events/custom", event(client={"id": 7}, action="cat.purr"), globex).status_code
+        == 202
+    )
     assert sorted((e.tenant, e.type) for e in stored(state)) == [("acme", "dog.bark"), ("globex", "cat.purr")]
     assert [e["action"] for e in get(client, "/v4/events/profile/id/7", acme).get_json()] == ["dog.bark"]
     assert [d["name"] for d in get(client, "/v4/event-definitions", globex).get_json()] == ["cat.purr"]
@@ -136,7 +146,9 @@ def test_a_token_writes_and_reads_only_its_own_tenant(client, state) -> None:
 def test_secret_key_rotation_keeps_tokens_valid(config, state) -> None:
     key = create_key(state.store, "acme", "api")
     old_token = exchange(create_app(config).test_client(), key.secret).get_json()["token"]
-    rotated = create_app({**config, "SECRET_KEY": "new-secret", "SECRET_KEY_FALLBACKS": [config["SECRET_KEY"]]})
+    rotated = create_app(
+        {**config, "SECRET_KEY": "new-secret", "SECRET_KEY_FALLBACKS": [config["SECRET_KEY"]]}
+    )
     assert post(rotated.test_client(), "/v4/events/custom", DOG_BARK, old_token).status_code == 202
     dropped = create_app({**config, "SECRET_KEY": "new-secret"})
     assert post(dropped.test_client(), "/v4/events/custom", DOG_BARK, old_token).status_code == 401
@@ -171,7 +183,9 @@ def test_ai_events_refuse_bad_credentials(client, state, tracker) -> None:
     path = "/events/v1/single/recommendation.view"
     api_key = create_key(state.store, "acme", "api").secret
     assert post(client, path, RECO_VIEW, None).status_code == 401
-    assert post(client, f"{path}?token=56ba9d02-aaaa-aaaa-aaaa-018564059ea3", RECO_VIEW, None).status_code == 401
+    assert (
+        post(client, f"{path}?token=56ba9d02-aaaa-aaaa-aaaa-018564059ea3", RECO_VIEW, None).status_code == 401
+    )
     assert post(client, f"{path}?token={api_key}", RECO_VIEW, None).status_code == 401
     [row] = [r for r in state.store.list_keys("acme") if r["kind"] == "tracker"]
     assert state.store.revoke_key(row["id"])
@@ -188,11 +202,17 @@ def test_tracker_key_does_not_open_v4(client, state, tracker) -> None:
 # --- reading back -------------------------------------------------------------------------
 def test_profile_events_are_returned_newest_first_in_utc(client, state, token) -> None:
     assert post(client, "/v4/events/custom", DOG_BARK, token).status_code == 202
-    later = event(client={"id": 5092159999, "email": "jane@example.com"}, action="dog.sleep",
-                  time="2022-11-28T10:00:00-04:00", params={"hours": 2})  # fmt: skip
+    later = event(
+        client={"id": 5092159999, "email": "jane@example.com"},
+        action="dog.sleep",
+        time="2022-11-28T10:00:00-04:00",
+        params={"hours": 2},
+    )
     assert post(client, "/v4/events/custom", later, token).status_code == 202
     assert post(client, "/v4/events/custom", event(client={"id": 1}), token).status_code == 202
-    assert post(client, "/v4/events/custom", event(client={"customId": "5092159999"}), token).status_code == 202
+    assert (
+        post(client, "/v4/events/custom", event(client={"customId": "5092159999"}), token).status_code == 202
+    )
     response = get(client, "/v4/events/profile/id/5092159999", token)
     assert response.status_code == 200
     body = response.get_json()
@@ -207,8 +227,11 @@ def test_profile_events_are_returned_newest_first_in_utc(client, state, token) -
 
 def test_profile_paging_and_action_filter(client, state, token) -> None:
     for n in range(5):
-        body = event(client={"email": "jane@example.com"}, time=f"2022-01-0{n + 1}T00:00:00Z",
-                     action="a.even" if n % 2 == 0 else "a.odd")  # fmt: skip
+        body = event(
+            client={"email": "jane@example.com"},
+            time=f"2022-01-0{n + 1}T00:00:00Z",
+            action="a.even" if n % 2 == 0 else "a.odd",
+        )
         assert post(client, "/v4/events/custom", body, token).status_code == 202
     path = "/v4/events/profile/email/jane@example.com"
     days = [e["time"][8:10] for e in get(client, f"{path}?limit=2&offset=1", token).get_json()]
@@ -217,14 +240,19 @@ def test_profile_paging_and_action_filter(client, state, token) -> None:
     assert [e["time"][8:10] for e in evens] == ["05", "03", "01"]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=abc", "limit=100000", "offset=-1"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=abc", "limit=100000", "offset=-1", "limit=%C2%B2", "offset=" + "9" * 5000]
+)
 def test_profile_query_parameters_are_checked(client, state, token, query) -> None:
     response = get(client, f"/v4/events/profile/id/1?{query}", token)
     assert response.status_code == 400 and response.get_json()["errors"][0]["field"] in {"limit", "offset"}
 
 
 def test_profile_by_uuid_includes_ai_events(client, state, token, tracker) -> None:
-    assert post(client, f"/events/v1/single/recommendation.view?token={tracker}", RECO_VIEW, None).status_code == 202
+    assert (
+        post(client, f"/events/v1/single/recommendation.view?token={tracker}", RECO_VIEW, None).status_code
+        == 202
+    )
     [e] = get(client, f"/v4/events/profile/uuid/{UUID.upper()}", token).get_json()
     assert e["action"] == "recommendation.view" and e["time"] == "2022-12-08T13:23:22.000Z"
     assert get(client, "/v4/events/profile/uuid/nope", token).status_code == 400
@@ -237,7 +265,7 @@ def test_profile_unknown_identifier_kind_is_404(client, state, token) -> None:
 
 
 def test_profile_shows_the_original_future_time(client, state, token) -> None:
-    future = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=0).isoformat()
+    future = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat()
     assert post(client, "/v4/events/custom", event(time=future), token).status_code == 202
     [e] = get(client, "/v4/events/profile/id/1", token).get_json()
     assert e["originalTime"] == future and e["time"] == e["saveTime"]
@@ -275,7 +303,7 @@ def test_definitions_endpoint_is_read_only(client, state, token) -> None:
 
 def test_definitions_command(app: Flask, client, state, token) -> None:
     assert post(client, "/v4/events/custom", DOG_BARK, token).status_code == 202
-    other = token_for(client, state, "globex")
+    other = issue_token(client, state, "globex")
     assert post(client, "/v4/events/custom", event(action="cat.purr"), other).status_code == 202
     runner = app.test_cli_runner()
     result = runner.invoke(cli, ["definitions"])

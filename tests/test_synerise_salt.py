@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from test_synerise import event, issue_token, post, stored, utc
 
 from example_app import create_app
 from flask_eventtrack import get_state
 from flask_eventtrack.extension import EventTrackState
-from flask_eventtrack.keys import create_key
 from flask_eventtrack.stores import EventQuery
-from test_synerise import event, post, stored, token, utc  # noqa: F401  (token is a fixture)
 
 T = "2022-11-28T12:18:27Z"
+
+
+@pytest.fixture
+def token(client: FlaskClient, state: EventTrackState) -> str:
+    return issue_token(client, state)
 
 
 def salted(**extra: Any) -> dict[str, Any]:
@@ -88,9 +92,9 @@ def test_an_event_stored_without_salt_is_never_overwritten(client, state, token)
 
 
 def test_salts_are_per_tenant(client, state, token) -> None:
-    other = client.post("/v4/auth/token", json={"apiKey": create_key(state.store, "globex", "api").secret})
+    other = issue_token(client, state, "globex")
     assert post(client, "/v4/events/custom", salted(), token).status_code == 202
-    assert post(client, "/v4/events/custom", salted(), other.get_json()["token"]).status_code == 202
+    assert post(client, "/v4/events/custom", salted(), other).status_code == 202
     assert sorted(e.tenant for e in stored(state)) == ["acme", "globex"]
 
 
@@ -102,7 +106,7 @@ def test_dedup_key_holds_no_raw_id_or_salt(client, state, token) -> None:
 
 
 def test_future_time_with_salt_overwrites_and_keeps_first_time(client, state, token) -> None:
-    future = (datetime.now(timezone.utc) + timedelta(days=3)).replace(microsecond=0).isoformat()
+    future = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0).isoformat()
     assert post(client, "/v4/events/custom", salted(time=future, params={"v": 1}), token).status_code == 202
     [first] = stored(state)
     assert post(client, "/v4/events/custom", salted(time=future, params={"v": 2}), token).status_code == 202

@@ -11,7 +11,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -64,7 +64,7 @@ MAX_ACTION_LENGTH = 128
 MAX_TIMESTAMP_MS = 253_402_300_799_999
 
 
-class IsoTime(fields.Field):
+class IsoTime(fields.Field[datetime]):
     """ISO 8601 text *with* a UTC offset, loaded as aware UTC (millisecond precision)."""
 
     default_error_messages = {
@@ -80,7 +80,7 @@ class IsoTime(fields.Field):
             raise self.make_error("invalid") from None
 
 
-class EventTimestamp(fields.Field):
+class EventTimestamp(fields.Field[datetime]):
     """Unix milliseconds (an integer) or ISO 8601 text with an offset, as the vendor's example sends."""
 
     default_error_messages = {
@@ -91,11 +91,13 @@ class EventTimestamp(fields.Field):
         if isinstance(value, int) and not isinstance(value, bool):
             if not 0 <= value <= MAX_TIMESTAMP_MS:
                 raise self.make_error("invalid")
-            return datetime.fromtimestamp(value // 1000, timezone.utc).replace(microsecond=value % 1000 * 1000)
+            return datetime.fromtimestamp(value // 1000, UTC).replace(
+                microsecond=value % 1000 * 1000
+            )
         return IsoTime(error_messages=self.error_messages)._deserialize(value, attr, data)
 
 
-class PlainNumber(fields.Field):
+class PlainNumber(fields.Field[int | float]):
     """A finite JSON number, kept as sent (``2`` stays an integer, ``2.5`` a float)."""
 
     default_error_messages = {"invalid": "Must be a number."}
@@ -106,7 +108,7 @@ class PlainNumber(fields.Field):
         return value
 
 
-class UUIDString(fields.Field):
+class UUIDString(fields.Field[str]):
     """A UUID in any of its text forms, kept in canonical lower-case form."""
 
     default_error_messages = {"invalid": "Must be a UUID, e.g. e0097757-d1e2-44ac-ba3c-d97979a354c1."}
@@ -135,12 +137,29 @@ class SyneriseSchemas:
         return self.product if endpoint in PRODUCT_ENDPOINTS else self.dedicated
 
 
+def check_finite(value: Any, path: str) -> None:
+    """Refuse NaN and infinities (Python's json accepts them; JSON and PostgreSQL do not).
+
+    :raises ValidationError: naming the offending path.
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError(f"{where}: NaN and Infinity are not numbers in JSON.")
+        if isinstance(item, dict):
+            stack.extend((child, f"{where}.{key}") for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+
+
 def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
     """Schemas whose strings and nesting are limited by the app's settings."""
     text = validate.Length(min=1, max=max_length)
 
     def check_free_form(value: Any, field: str) -> None:
         check_value(value, max_length=max_length, max_depth=max_depth, path=field)
+        check_finite(value, field)
 
     class ClientSchema(Schema):
         """``client``: at least one profile identifier."""

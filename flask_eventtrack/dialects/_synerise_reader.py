@@ -1,0 +1,259 @@
+"""Synerise bodies -> canonical events: the request-independent half of the dialect.
+
+Kept apart from the blueprint (``synerise.py``) so each module stays short;
+nothing here touches the request or the response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from marshmallow import Schema, ValidationError
+
+from ..errors import BadPayload
+from ..events import Event, utcnow
+from ..extension import EventTrackState
+from ..schemas.synerise import AI_EVENT_TYPES, DEDICATED, IDENTIFIERS, PRODUCT_ENDPOINTS, build_schemas
+
+__all__ = ["Invalid", "SyneriseReader", "flatten", "load", "redacted_payload"]
+
+SOURCE = "synerise"
+_CLICK_TYPES = frozenset({"recommendation.click", "item.search.click"})
+_REDACT_KEYS = frozenset(IDENTIFIERS)
+
+
+class Invalid(Exception):
+    """One item is not valid; ``errors`` are ``{"field", "message"}`` dicts."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def flatten(messages: Any, path: str = "") -> list[dict[str, Any]]:
+    """marshmallow's nested messages as a flat list of ``{"field", "message"}``."""
+    if isinstance(messages, dict):
+        out: list[dict[str, Any]] = []
+        for key, value in messages.items():
+            if key == "_schema":
+                out.extend(flatten(value, path))
+            elif isinstance(key, int):
+                out.extend(flatten(value, f"{path}[{key}]"))
+            else:
+                out.extend(flatten(value, f"{path}.{key}" if path else str(key)))
+        return out
+    if isinstance(messages, list):
+        return [e for m in messages for e in flatten(m, path)]
+    return [{"field": path or None, "message": str(messages)}]
+
+
+def load(schema: Schema, item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise Invalid([{"field": None, "message": "Each event must be a JSON object."}])
+    try:
+        data: dict[str, Any] = schema.load(item)
+    except ValidationError as exc:
+        raise Invalid(flatten(exc.messages)) from None
+    return data
+
+
+class SyneriseReader:
+    """Turns validated bodies into canonical events, per app settings."""
+
+    def __init__(self, state: EventTrackState) -> None:
+        cfg = state.config
+        self.user_key: Callable[[str], str] = state.pipeline.user_key
+        self.hashing = state.pipeline.hash_user is not None
+        self.max_events = int(cfg["EVENTTRACK_MAX_EVENTS_PER_REQUEST"])
+        self.schemas = build_schemas(
+            int(cfg["EVENTTRACK_MAX_STRING_LENGTH"]), int(cfg["EVENTTRACK_MAX_JSON_DEPTH"])
+        )
+
+    # -- /v4/events ----------------------------------------------------------
+    def v4_event(self, tenant: str, item: Any, endpoint: str) -> Event:
+        """One event of ``endpoint`` (``custom`` or a dedicated endpoint name).
+
+        :raises Invalid: naming every problem of the item.
+        """
+        if endpoint == "custom":
+            data = load(self.schemas.custom, item)
+            action = data["action"]
+        else:
+            data = load(self.schemas.for_endpoint(endpoint), item)
+            action = DEDICATED[endpoint]
+            if data.get("action") not in (None, action):
+                raise Invalid(
+                    [{"field": "action", "message": f"{endpoint!r} events are {action!r}; remove 'action'."}]
+                )
+        event = self._profile_event(tenant, action, data["client"], dict(data["params"]))
+        if endpoint in PRODUCT_ENDPOINTS:
+            event.item_type, event.item_id = "product", str(data["params"]["sku"])
+        if "time" in data:
+            event.occurred_at, event.original_time = data["time"], item["time"]
+        if "eventSalt" in data:
+            event.dedup_key = self.salt_key(event, data.get("time") or utcnow(), data["eventSalt"])
+            event.replace = True
+        return event
+
+    def v4_batch(self, tenant: str, document: Any) -> list[Event]:
+        """Every event of a ``/v4/events/batch`` array, or :class:`Invalid` naming each bad index."""
+        items = self._batch_items(document, "The body must be a JSON array of events.")
+        events: list[Event] = []
+        errors: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            kind = item.get("type") if isinstance(item, dict) else None
+            if not isinstance(kind, str) or (kind != "custom" and kind not in DEDICATED):
+                if not isinstance(item, dict):
+                    errors.append(
+                        {"index": index, "field": None, "message": "Each event must be a JSON object."}
+                    )
+                else:
+                    message = (
+                        f"Must be 'custom' or a dedicated endpoint ({', '.join(DEDICATED)}), not {kind!r}."
+                    )
+                    errors.append({"index": index, "field": "type", "message": message})
+                continue
+            try:
+                events.append(self.v4_event(tenant, {k: v for k, v in item.items() if k != "type"}, kind))
+            except Invalid as exc:
+                errors.extend({"index": index, **e} for e in exc.errors)
+        if errors:
+            raise Invalid(errors)
+        return events
+
+    def transaction(self, tenant: str, document: Any) -> list[Event]:
+        """One ``transaction.charge`` and one ``product.buy`` per product line."""
+        data = load(self.schemas.transaction, document)
+        when, raw_time = data.get("recordedAt"), document.get("recordedAt")
+        order_id = data["orderId"]
+        charge_props = {"orderId": order_id, "productCount": len(data["products"])}
+        for name in ("value", "revenue", "discountAmount", "paymentInfo", "source", "metadata"):
+            if name in data:
+                charge_props[name] = data[name]
+        events = [self._profile_event(tenant, "transaction.charge", data["client"], charge_props)]
+        for line in data["products"]:
+            buy = self._profile_event(tenant, "product.buy", data["client"], {"orderId": order_id, **line})
+            buy.item_type, buy.item_id = "product", line["sku"]
+            events.append(buy)
+        for event in events:
+            if when is not None:
+                event.occurred_at, event.original_time = when, raw_time
+        return events
+
+    def _profile_event(
+        self, tenant: str, action: str, client: dict[str, Any], props: dict[str, Any]
+    ) -> Event:
+        # The first identifier present (IDENTIFIERS order) is the user; the
+        # others are kept only as keyed hashes, never raw.
+        present = [k for k in IDENTIFIERS if client.get(k) is not None]
+        kind = present[0]
+        others = {k: self.user_key(str(client[k])) for k in present[1:]}
+        if others:
+            props["identifiers"] = others
+        return Event(
+            tenant=tenant, source=SOURCE, type=action, user=str(client[kind]), user_kind=kind, props=props
+        )
+
+    def salt_key(self, event: Event, when: datetime, salt: str) -> str:
+        """``eventSalt`` identity: action, identifier kind, *hashed* user, time (ms), salt,
+        hashed again as a whole so no raw id or salt reaches the store."""
+        user = self.user_key(event.user or "")
+        ms = int(when.timestamp() * 1000)
+        identity = json.dumps([event.type, event.user_kind, user, ms, salt], ensure_ascii=False)
+        return "salt:" + hashlib.sha256(identity.encode()).hexdigest()
+
+    # -- /events/v1 ------------------------------------------------------------
+    def ai_event(self, tenant: str, event_type: str, item: Any) -> Event:
+        data = load(self.schemas.ai_event, item)
+        props: dict[str, Any] = {"correlationId": data["correlationId"], "items": data["items"]}
+        if "campaignId" in data:
+            props["campaignId"] = data["campaignId"]
+        event = Event(
+            tenant=tenant,
+            source=SOURCE,
+            type=event_type,
+            user=data["clientUUID"],
+            user_kind="uuid",
+            props=props,
+            keep_future=True,
+        )
+        if event_type in _CLICK_TYPES and len(data["items"]) == 1:
+            event.item_type, event.item_id = "item", data["items"][0]
+        if "eventTimestamp" in data:
+            event.occurred_at, event.original_time = data["eventTimestamp"], str(item["eventTimestamp"])
+        return event
+
+    def ai_batch(self, tenant: str, document: Any) -> tuple[str, list[Event]]:
+        if not isinstance(document, dict):
+            raise Invalid(
+                [{"field": None, "message": 'The body must be {"eventType": ..., "items": [...]}.'}]
+            )
+        event_type = document.get("eventType")
+        errors: list[dict[str, Any]] = []
+        if event_type not in AI_EVENT_TYPES:
+            message = f"'eventType' must be one of {', '.join(AI_EVENT_TYPES)}, not {event_type!r}."
+            errors.append({"field": "eventType", "message": message})
+        unknown = sorted(set(document) - {"eventType", "items"})
+        errors.extend({"field": name, "message": "Unknown field."} for name in unknown)
+        items = self._batch_items(document.get("items"), "'items' must be a JSON array of events.", "items")
+        events: list[Event] = []
+        for index, item in enumerate(items):
+            try:
+                events.append(self.ai_event(tenant, str(event_type), item))
+            except Invalid as exc:
+                errors.extend({"index": index, **e} for e in exc.errors)
+        if errors:
+            raise Invalid(errors)
+        return str(event_type), events
+
+    def _batch_items(self, items: Any, message: str, field: str | None = None) -> list[Any]:
+        if not isinstance(items, list):
+            raise Invalid([{"field": field, "message": message}])
+        if not items:
+            raise Invalid([{"field": field, "message": "A batch needs at least one event."}])
+        if len(items) > self.max_events:
+            raise BadPayload(
+                f"{len(items)} events in one batch; the limit is {self.max_events}.", reason="size_violation"
+            )
+        return items
+
+    # -- the rejected log ------------------------------------------------------
+    def redact(self, document: Any) -> Any:
+        """``document`` with every profile identifier replaced by its keyed hash."""
+        if isinstance(document, list):
+            return [self.redact(item) for item in document]
+        if not isinstance(document, dict):
+            return document
+        out: dict[str, Any] = {}
+        for key, value in document.items():
+            if key == "client" and isinstance(value, dict):
+                value = {
+                    k: self._hashed(v) if k in _REDACT_KEYS else self.redact(v) for k, v in value.items()
+                }
+            elif key == "clientUUID":
+                value = self._hashed(value)
+            else:
+                value = self.redact(value)
+            out[key] = value
+        return out
+
+    def _hashed(self, value: Any) -> Any:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return "hashed:" + self.user_key(str(value))
+        return value
+
+
+def redacted_payload(reader: SyneriseReader, raw: bytes) -> str | None:
+    """The refused body for the rejected log, identifiers hashed. A body that is not
+    JSON cannot be redacted, so it is kept only when the app stores raw ids anyway."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None if reader.hashing else raw.decode("utf-8", "replace")
+    except RecursionError:
+        return None
+    return json.dumps(reader.redact(document), ensure_ascii=False, default=str)
