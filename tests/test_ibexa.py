@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import Client
 
-from flask_eventtrack import EventQuery
+from flask_eventtrack import EventQuery, EventTrackMiddleware, get_state, links
 from flask_eventtrack.cli import cli
 from flask_eventtrack.events import Event
 from flask_eventtrack.extension import EventTrackState
@@ -289,3 +290,32 @@ def test_store_down_is_503_with_retry_after(
     assert response.mimetype == "text/plain"
     response = send(client, "/api/00000/click/u1/1/x")  # a refusal that cannot be logged either
     assert response.status_code == 503
+
+
+def test_behind_the_wsgi_middleware(tmp_path: Path) -> None:
+    """Mounted under a script root, encoded slashes and user ids still parse."""
+
+    def host(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"host app"]
+
+    middleware = EventTrackMiddleware(
+        host,
+        prefix="/events",
+        config={"SECRET_KEY": "k", "EVENTTRACK_STORE_URL": f"sqlite:///{tmp_path}/mw.db"},
+    )
+    client = Client(middleware)
+    try:
+        response = client.get("/events/api/00000/click/ab%2Fcd/1/5?categorypath=%2FA%2FB%2F")
+        assert response.status_code == 204, response.get_data(as_text=True)
+        assert client.get("/events/api/00000/nope/u/1/5").status_code == 404
+        assert client.get("/other").get_data() == b"host app"
+        state = get_state(middleware.flask_app)
+        (event,) = state.store.iter_events(EventQuery(source="ibexa"))
+        assert event.user == state.pipeline.user_key("ab/cd")
+        assert event.props == {"categorypath": "A/B"}
+        with middleware.flask_app.test_request_context("/", base_url="http://shop.example/events"):
+            url = links.clickrecommended_url("ab/cd", 1, 5, "top", customerid="00000")
+        assert url == "/events/api/00000/clickrecommended/ab%2Fcd/1/5?scenario=top"
+    finally:
+        get_state(middleware.flask_app).store.close()
