@@ -313,3 +313,24 @@ def test_definitions_command(app: Flask, client, state, token) -> None:
     result = runner.invoke(cli, ["definitions", "--tenant", "globex", "--json"])
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["tenant"], r["name"]) for r in rows] == [("globex", "cat.purr")]
+
+
+def test_keys_made_and_revoked_with_the_cli_work_here(app: Flask, client, state) -> None:
+    runner = app.test_cli_runner()
+    created = runner.invoke(cli, ["keys", "create", "--tenant", "acme", "--kind", "tracker"])
+    assert created.exit_code == 0, created.output
+    secret = created.stdout.strip().splitlines()[-1]
+    path = f"/events/v1/single/recommendation.view?token={secret}"
+    assert post(client, path, RECO_VIEW, None).status_code == 202
+    listed = runner.invoke(cli, ["keys", "list", "--tenant", "acme"]).stdout
+    assert secret not in listed and "tracker  active" in listed
+    [key_id] = [line.split()[0] for line in listed.splitlines() if "tracker" in line]
+    assert runner.invoke(cli, ["keys", "revoke", key_id]).exit_code == 0
+    assert post(client, path, RECO_VIEW, None).status_code == 401
+    assert [e.tenant for e in stored(state)] == ["acme"]
+
+
+def test_profile_read_by_a_custom_id_with_a_slash(client, state, token) -> None:
+    assert post(client, "/v4/events/custom", event(client={"customId": "shop/42"}), token).status_code == 202
+    [e] = get(client, "/v4/events/profile/customId/shop/42", token).get_json()
+    assert e["client"] == {"customId": "shop/42"}

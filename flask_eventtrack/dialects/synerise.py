@@ -182,7 +182,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         except Invalid as exc:
             raise invalid(exc) from None
 
-    @bp.get("/v4/events/profile/<kind>/<value>")
+    @bp.get("/v4/events/profile/<kind>/<path:value>")
     def profile_events(kind: str, value: str) -> Response:
         """A profile's events, newest first, times in UTC (``?limit=``, ``?offset=``, ``?action=``)."""
         tenant = authorize()
