@@ -65,6 +65,8 @@ T = TypeVar("T")
 #: errors are bugs and stay errors.
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 _NOTHING: frozenset[str] = frozenset()
+#: Plain batches larger than this go in with COPY (which cannot be pipelined).
+_COPY_FROM = 100
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -162,7 +164,9 @@ class PostgresStore(Store):
         message = "The event store is unavailable; nothing was stored. Retry later."
         return StoreUnavailable(message, retry_after=self.retry_after)
 
-    def _transact(self, work: Callable[[psycopg.Cursor[Any]], T], *, dict_rows: bool = False) -> T:
+    def _transact(
+        self, work: Callable[[psycopg.Cursor[Any]], T], *, dict_rows: bool = False, pipeline: bool = False
+    ) -> T:
         """Run ``work`` in one transaction and commit it.
 
         A pooled connection can be dead without the pool knowing (the server
@@ -181,7 +185,11 @@ class PostgresStore(Store):
             try:
                 try:
                     with conn.cursor(row_factory=dict_row) if dict_rows else conn.cursor() as cur:
-                        out = work(cur)
+                        if pipeline:  # statements go out together; errors still surface before COMMIT
+                            with conn.pipeline():
+                                out = work(cur)
+                        else:
+                            out = work(cur)
                 except _UNAVAILABLE as exc:
                     if conn.broken and time.monotonic() < deadline:
                         log.info("PostgreSQL connection was lost before COMMIT (%s); retrying", exc)
@@ -236,7 +244,12 @@ class PostgresStore(Store):
                 cur.executemany(INSERT_REJECTED, [self._rejection_row(r) for r in rejected])
             return result, rejected, self._update_definitions(cur, result.stored) if result.stored else []
 
-        result, rejected, new_definitions = self._transact(work)
+        # A small batch without directives (which read results as they go) is sent
+        # in one pipelined round trip before COMMIT; large ones go in with COPY.
+        pipeline = len(storable) <= _COPY_FROM and not any(
+            e.dedup_key or e.once_per or e.links_to for e, _ in storable
+        )
+        result, rejected, new_definitions = self._transact(work, pipeline=pipeline)
         for group, params in new_definitions:  # committed: remember them
             self._known[group] = self._known.get(group, _NOTHING) | params
         result.rejected = rejected
@@ -262,11 +275,13 @@ class PostgresStore(Store):
         if locks:
             # Held until commit; one sorted order in every process: no deadlocks.
             cur.executemany("SELECT pg_advisory_xact_lock(%s)", [(k,) for k in sorted(locks)])
-        if plain:
+        if len(plain) > _COPY_FROM:
             with cur.copy(f"COPY events ({COLUMNS}) FROM STDIN") as copy:
                 for e, p in plain:
                     copy.write_row(event_row(e, p))
-            result.stored.extend(e for e, _ in plain)
+        elif plain:
+            cur.executemany(INSERT, [event_row(e, p) for e, p in plain])
+        result.stored.extend(e for e, _ in plain)
         for event, props in directed:
             self._write_directed(cur, event, props, result, rejected)
 
