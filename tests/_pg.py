@@ -28,11 +28,25 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str, *, module_level: bool = False) -> None:
     """Skip, or fail when PostgreSQL is mandatory (CI)."""
     if os.environ.get("EVENTTRACK_REQUIRE_POSTGRES") == "1":
         pytest.fail(f"EVENTTRACK_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
-    pytest.skip(f"PostgreSQL tests skipped: {reason} (CI sets EVENTTRACK_REQUIRE_POSTGRES=1 to fail instead)")
+    pytest.skip(
+        f"PostgreSQL tests skipped: {reason} (CI sets EVENTTRACK_REQUIRE_POSTGRES=1 to fail instead)",
+        allow_module_level=module_level,
+    )
+
+
+def require_driver() -> None:
+    """For test modules that import psycopg: skip (or fail in CI) without the postgres extra."""
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        unavailable(
+            f"the postgres extra is not installed ({exc}); pip install -e '.[test]'", module_level=True
+        )
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import _pg_driver  # noqa: F401  (skips this module without psycopg)
 import psycopg
 import pytest
 from _pg import TcpProxy, new_schema
