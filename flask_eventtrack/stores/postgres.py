@@ -499,11 +499,14 @@ class PostgresStore(Store):
         return [{**row, "accepted": int(row["accepted"]), "rejected": int(row["rejected"])} for row in rows]
 
     def definitions(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        where = " WHERE d.tenant = %s" if tenant is not None else ""
-        rows = self._rows(
-            f"{DEFINITIONS}{where} ORDER BY d.tenant, d.source, d.name",
-            [tenant] if tenant is not None else [],
-        )
+        if tenant is None:
+            statement, args = DEFINITIONS.format(only=""), []
+        else:
+            statement, args = (
+                DEFINITIONS.format(only=" WHERE tenant = %s") + " WHERE d.tenant = %s",
+                [tenant] * 2,
+            )
+        rows = self._rows(statement + " ORDER BY d.tenant, d.source, d.name", args)
         return [
             {**row, "first_seen": as_text(row["first_seen"]), "last_seen": as_text(row["last_seen"]),
              "count": int(row["count"])}

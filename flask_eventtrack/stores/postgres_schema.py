@@ -49,7 +49,6 @@ def _m001_initial(conn: psycopg.Connection[Any]) -> None:
         );
         CREATE INDEX events_tenant_type_time ON events (tenant, type, occurred_at);
         CREATE INDEX events_user_time ON events ("user", occurred_at);
-        CREATE INDEX events_item ON events (item_type, item_id);
         -- Partial unique index: events without a dedup key never conflict.
         CREATE UNIQUE INDEX events_dedup ON events (tenant, source, dedup_key)
           WHERE dedup_key IS NOT NULL;

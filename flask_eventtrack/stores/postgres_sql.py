@@ -43,11 +43,12 @@ ON CONFLICT (tenant, source, name) DO UPDATE SET
       UNION SELECT jsonb_array_elements_text(excluded.params)) AS names(v))
 WHERE NOT d.params @> excluded.params
 """
+# {only}: an optional tenant filter of the events counted (the tenant index serves it).
 DEFINITIONS = """
 SELECT d.tenant, d.source, d.name, d.first_seen, e.last_seen, coalesce(e.count, 0) AS count, d.params
 FROM definitions d LEFT JOIN (
   SELECT tenant, source, type, max(received_at) AS last_seen, count(*) AS count
-  FROM events GROUP BY tenant, source, type
+  FROM events{only} GROUP BY tenant, source, type
 ) e ON e.tenant = d.tenant AND e.source = d.source AND e.type = d.name
 """
 WITHIN_WINDOW = (
