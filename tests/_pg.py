@@ -168,3 +168,24 @@ class TcpProxy:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = [t for t in self._threads if t.is_alive()]
+
+
+# -- CI: no PostgreSQL test may be skipped (hooks, imported by conftest.py) ------
+_skipped_postgres: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "postgres" in report.keywords:
+        _skipped_postgres.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With ``EVENTTRACK_REQUIRE_POSTGRES=1`` a skipped PostgreSQL test fails the run."""
+    if _skipped_postgres and os.environ.get("EVENTTRACK_REQUIRE_POSTGRES") == "1":
+        names = ", ".join(_skipped_postgres[:5]) + (" ..." if len(_skipped_postgres) > 5 else "")
+        message = f"EVENTTRACK_REQUIRE_POSTGRES=1 but {len(_skipped_postgres)} PostgreSQL tests were skipped"
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"{message}: {names}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

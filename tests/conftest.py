@@ -11,14 +11,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _pg import (  # noqa: F401  (throwaway PostgreSQL database; CI check; tests/_pg.py)
+    pg_database,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+)
 from flask import Flask
 from flask.testing import FlaskClient
 
 from example_app import create_app
 from flask_eventtrack import get_state
 from flask_eventtrack.extension import EventTrackState
-
-from _pg import pg_database  # noqa: F401  (session-wide throwaway PostgreSQL database, tests/_pg.py)
 
 SECRET = "test-secret-key"
 
