@@ -24,7 +24,7 @@ from example_app import create_app
 from flask_eventtrack import ConfigurationError, StoreUnavailable, get_state, store_from_url
 from flask_eventtrack.cli import cli
 from flask_eventtrack.events import Event, Rejection, parse_time
-from flask_eventtrack.stores import EventQuery, Store
+from flask_eventtrack.stores import EventQuery, Store, postgres_schema
 from flask_eventtrack.stores.postgres import PostgresStore
 from flask_eventtrack.stores.postgres_schema import SCHEMA_VERSION
 from flask_eventtrack.stores.postgres_sql import lock_key
@@ -253,6 +253,31 @@ def test_schema_is_versioned_typed_and_in_its_own_namespace(
         other.close()
     again = admin.execute(f'SELECT count(*) FROM "{schema}".schema_version').fetchone()
     assert again == (SCHEMA_VERSION,)
+
+
+def test_a_later_release_migrates_an_older_schema(
+    pg_database: str, admin: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database made by version 1 gets only the pending migrations, and keeps its data."""
+    schema = new_schema()
+    with monkeypatch.context() as m:
+        m.setattr(postgres_schema, "MIGRATIONS", {1: postgres_schema.MIGRATIONS[1]})
+        with psycopg.connect(pg_database) as conn:
+            assert postgres_schema.migrate(conn, schema) == [1]
+    admin.execute(
+        f'INSERT INTO "{schema}".events (id, tenant, source, type, occurred_at, received_at, props)'
+        " VALUES ('old', 't', 's', 'click', now(), now(), '{}')"
+    )
+    store = store_from_url(pg_database, schema=schema)
+    try:
+        assert store.upsert_profile("t", "u", {"a": 1}) is not None  # m002's table exists now
+        assert [e.id for e in store.iter_events(EventQuery())] == ["old"]
+    finally:
+        store.close()
+    versions = admin.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY version').fetchall()
+    assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
+    with psycopg.connect(pg_database) as conn:
+        assert postgres_schema.migrate(conn, schema) == []
 
 
 def test_processes_starting_at_once_migrate_once(pg_database: str, admin: psycopg.Connection[Any]) -> None:

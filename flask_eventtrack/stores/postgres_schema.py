@@ -15,6 +15,7 @@ reorder keys and turn ``1e+16`` into an integer), and exports are identical.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ import psycopg
 from psycopg import sql
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+log = logging.getLogger("flask_eventtrack")
 
 #: Advisory-lock key of schema migrations (any fixed 64-bit number).
 MIGRATION_LOCK = 0x6576_656E_7474_726B  # "eventtrk"
@@ -139,6 +142,14 @@ def migrate(conn: psycopg.Connection[Any], schema: str) -> list[int]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+        if done and max(done) > SCHEMA_VERSION:
+            log.warning(
+                "The PostgreSQL schema %r is at version %s, newer than this release knows (%s);"
+                " upgrade flask-eventtrack on every app server.",
+                schema,
+                max(done),
+                SCHEMA_VERSION,
+            )
         for version in sorted(MIGRATIONS):
             if version in done:
                 continue
