@@ -240,6 +240,11 @@ def test_keys(store: Store) -> None:
         store.revoke_key("k1") is True and store.revoke_key("k1") is False and store.revoke_key("zz") is False
     )
     assert store.find_key("hash1")["revoked_at"] is not None  # type: ignore[index]
+    by_id = store.get_key("k2")
+    assert by_id is not None and by_id["tenant"] == "t2" and by_id["kind"] == "tracker"
+    assert by_id["revoked_at"] is None and "key_hash" not in by_id
+    assert store.get_key("k1")["revoked_at"] is not None  # type: ignore[index]
+    assert store.get_key("zz") is None
 
 
 def test_profiles(store: Store) -> None:

@@ -111,6 +111,11 @@ class Store(abc.ABC):
         """The key row for a hash, revoked or not."""
 
     @abc.abstractmethod
+    def get_key(self, key_id: str) -> dict[str, Any] | None:
+        """The key row with this id (without its hash), revoked or not: an
+        indexed lookup, cheap enough for every request (token revocation)."""
+
+    @abc.abstractmethod
     def list_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
         """Key rows (never the secret)."""
 

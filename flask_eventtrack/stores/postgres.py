@@ -16,6 +16,7 @@ lock (see :mod:`flask_eventtrack.stores.postgres_schema`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -194,6 +195,9 @@ class PostgresStore(Store):
                     if conn.broken and time.monotonic() < deadline:
                         log.info("PostgreSQL connection was lost before COMMIT (%s); retrying", exc)
                         continue
+                    if not conn.broken:  # e.g. a deadlock or a full disk: the connection is fine
+                        with contextlib.suppress(psycopg.Error):
+                            conn.rollback()
                     raise self._unavailable(exc) from exc
                 except BaseException:
                     if not conn.broken:
@@ -526,6 +530,12 @@ class PostgresStore(Store):
 
     def find_key(self, key_hash: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM api_keys WHERE key_hash = %s", (key_hash,))
+        return self._key_row(rows[0]) if rows else None
+
+    def get_key(self, key_id: str) -> dict[str, Any] | None:
+        rows = self._rows(
+            "SELECT id, tenant, kind, label, created_at, revoked_at FROM api_keys WHERE id = %s", (key_id,)
+        )
         return self._key_row(rows[0]) if rows else None
 
     def list_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:

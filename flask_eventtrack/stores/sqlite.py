@@ -520,6 +520,12 @@ class SQLiteStore(Store):
         row = self.conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
         return dict(row) if row else None
 
+    def get_key(self, key_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT id, tenant, kind, label, created_at, revoked_at FROM api_keys WHERE id = ?", (key_id,)
+        ).fetchone()
+        return dict(row) if row else None
+
     def list_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, tenant, kind, label, created_at, revoked_at FROM api_keys"
         args = [tenant] if tenant is not None else []
