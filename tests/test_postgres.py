@@ -374,11 +374,14 @@ def test_pool_settings_come_from_the_config(app: Flask) -> None:
         ({"schema": "a-b; drop"}, "plain identifier"),
         ({"pool_min_size": 5, "pool_max_size": 2}, "POOL_MIN_SIZE"),
         ({"connect_timeout": 0}, "CONNECT_TIMEOUT"),
+        ({"url": "postgresql://h/db?nosuchoption=1"}, "not a valid PostgreSQL URL"),
+        ({"url": "postgresql:nothing"}, "is not a URL"),
     ],
 )
 def test_bad_settings_fail_at_init(options: dict[str, Any], words: str) -> None:
+    url = options.pop("url", "postgresql://postgres@127.0.0.1/x")
     with pytest.raises(ConfigurationError, match=words):
-        store_from_url("postgresql://postgres@127.0.0.1/x", **options)
+        store_from_url(url, **options)
 
 
 def test_postgres_scheme_aliases(pg_database: str, schema: str) -> None:

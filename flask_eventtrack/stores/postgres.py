@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -94,6 +95,10 @@ class PostgresStore(Store):
             raise ConfigurationError(f"PostgreSQL store URL {url!r} is not a URL.")
         # SQLAlchemy-style "postgresql+psycopg://" means the same to libpq.
         self.conninfo = scheme.split("+", 1)[0] + "://" + rest
+        try:
+            conninfo_to_dict(self.conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError(f"EVENTTRACK_STORE_URL is not a valid PostgreSQL URL: {exc}") from None
         if not _SCHEMA_NAME.match(str(schema)):
             raise ConfigurationError(
                 f"EVENTTRACK_POSTGRES_SCHEMA must be a plain identifier (letters, digits, _), not {schema!r}."
