@@ -197,12 +197,12 @@ def test_exhausted_pool_is_503_not_a_wait_forever(pg_database: str, schema: str)
     assert isinstance(store, PostgresStore)
     try:
         store.check()
-        held = store._pool().getconn()
+        held = store._db.pool().getconn()
         try:
             with pytest.raises(StoreUnavailable):
                 store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-1")])
         finally:
-            store._pool().putconn(held)
+            store._db.pool().putconn(held)
         assert store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-2")]).stored
         assert store.count_events(EventQuery()) == 1
     finally:

@@ -11,30 +11,24 @@ pool exhausted) is :class:`StoreUnavailable`, a 503: a 2xx always means committe
 
 Tables live in their own PostgreSQL schema (``EVENTTRACK_POSTGRES_SCHEMA``,
 default ``eventtrack``), created and migrated on first use under an advisory
-lock (see :mod:`flask_eventtrack.stores.postgres_schema`).
+lock (see :mod:`flask_eventtrack.stores.postgres_schema`). Connections and
+retries: :mod:`flask_eventtrack.stores.postgres_pool`; SQL text:
+:mod:`flask_eventtrack.stores.postgres_sql`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import re
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
-from ..errors import ConfigurationError, StoreUnavailable
+from ..errors import ConfigurationError
 from ..events import Event, Rejection, new_event_id, utcnow
 from . import EventQuery, Store, WriteResult
-from .postgres_schema import migrate
+from .postgres_pool import Connections
 from .postgres_sql import (
     COLUMNS,
     DEFINITIONS,
@@ -59,13 +53,6 @@ from .postgres_sql import (
 
 __all__ = ["PostgresStore"]
 
-log = logging.getLogger("flask_eventtrack")
-T = TypeVar("T")
-
-#: What makes the store unavailable (server down or restarting, connection cut,
-#: pool exhausted, disk full, a read-only standby after failover). Other psycopg
-#: errors are bugs and stay errors.
-_UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 _NOTHING: frozenset[str] = frozenset()
 #: Plain batches larger than this go in with COPY (which cannot be pipelined).
 _COPY_FROM = 100
@@ -116,112 +103,18 @@ class PostgresStore(Store):
                 "EVENTTRACK_POSTGRES_CONNECT_TIMEOUT must be a positive number of seconds."
             )
         self.retry_after = int(retry_after)
-        self._pool_obj: ConnectionPool[psycopg.Connection[Any]] | None = None
-        self._pool_pid = 0
-        self._lock = threading.Lock()
+        self._db = Connections(
+            self.conninfo,
+            self.schema,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            connect_timeout=self.connect_timeout,
+            retry_after=self.retry_after,
+        )
         self._known: dict[tuple[str, str, str], frozenset[str]] = {}
 
-    # -- connections -----------------------------------------------------
-    def _connect_kwargs(self) -> dict[str, Any]:
-        # libpq's connect_timeout is whole seconds, at least 2.
-        return {"connect_timeout": max(2, int(self.connect_timeout + 0.999))}
-
-    def _configure(self, conn: psycopg.Connection[Any]) -> None:
-        """Every connection works in our schema and in UTC."""
-        path = sql.Identifier(self.schema).as_string(conn)
-        conn.execute(
-            "SELECT set_config('search_path', %s, false), set_config('TimeZone', 'UTC', false)", (path,)
-        )
-        conn.commit()
-
-    def _pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
-        """This process's pool, opened (and the schema migrated) on first use."""
-        pid = os.getpid()
-        if self._pool_pid != pid:
-            # A forked child never touches the parent's pool: its sockets are
-            # the parent's (psycopg does not close them from another pid).
-            self._pool_obj, self._pool_pid, self._lock = None, pid, threading.Lock()
-        pool = self._pool_obj
-        if pool is None:
-            with self._lock:
-                pool = self._pool_obj
-                if pool is None:
-                    try:
-                        with psycopg.connect(self.conninfo, **self._connect_kwargs()) as conn:
-                            migrate(conn, self.schema)
-                    except _UNAVAILABLE as exc:
-                        raise self._unavailable(exc) from exc
-                    pool = ConnectionPool(
-                        self.conninfo,
-                        kwargs=self._connect_kwargs(),
-                        min_size=self.min_size,
-                        max_size=self.max_size,
-                        open=False,
-                        configure=self._configure,
-                        timeout=self.connect_timeout,
-                        name="flask-eventtrack",
-                    )
-                    pool.open(wait=False)
-                    self._pool_obj = pool
-        return pool
-
-    def _unavailable(self, exc: Exception) -> StoreUnavailable:
-        log.error("PostgreSQL store could not commit or read: %s", exc)
-        message = "The event store is unavailable; nothing was stored. Retry later."
-        return StoreUnavailable(message, retry_after=self.retry_after)
-
-    def _transact(
-        self, work: Callable[[psycopg.Cursor[Any]], T], *, dict_rows: bool = False, pipeline: bool = False
-    ) -> T:
-        """Run ``work`` in one transaction and commit it.
-
-        A pooled connection can be dead without the pool knowing (the server
-        restarted, the network dropped it). When one fails before COMMIT was
-        sent, nothing was committed, so ``work`` runs again on another
-        connection, until the connect timeout; then, or when COMMIT itself
-        fails, :class:`StoreUnavailable`.
-        """
-        pool = self._pool()
-        deadline = time.monotonic() + self.connect_timeout
-        while True:
-            try:
-                conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
-            except _UNAVAILABLE as exc:
-                raise self._unavailable(exc) from exc
-            try:
-                try:
-                    with conn.cursor(row_factory=dict_row) if dict_rows else conn.cursor() as cur:
-                        if pipeline:  # statements go out together; errors still surface before COMMIT
-                            with conn.pipeline():
-                                out = work(cur)
-                        else:
-                            out = work(cur)
-                except _UNAVAILABLE as exc:
-                    if conn.broken and time.monotonic() < deadline:
-                        log.info("PostgreSQL connection was lost before COMMIT (%s); retrying", exc)
-                        continue
-                    if not conn.broken:  # e.g. a deadlock or a full disk: the connection is fine
-                        with contextlib.suppress(psycopg.Error):
-                            conn.rollback()
-                    raise self._unavailable(exc) from exc
-                except BaseException:
-                    if not conn.broken:
-                        conn.rollback()
-                    raise
-                try:
-                    conn.commit()
-                except _UNAVAILABLE as exc:
-                    raise self._unavailable(exc) from exc
-                return out
-            finally:
-                pool.putconn(conn)  # a broken connection is discarded and replaced
-
-    def _rows(self, query: str | sql.Composed, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        def work(cur: psycopg.Cursor[Any]) -> list[dict[str, Any]]:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else []
-
-        return self._transact(work, dict_rows=True)
+    def _rows(self, query: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return self._db.rows(query, args)
 
     # -- writing ---------------------------------------------------------
     def write(self, events: Sequence[Event], rejections: Sequence[Rejection] = ()) -> WriteResult:
@@ -258,7 +151,7 @@ class PostgresStore(Store):
         pipeline = len(storable) <= _COPY_FROM and not any(
             e.dedup_key or e.once_per or e.links_to for e, _ in storable
         )
-        result, rejected, new_definitions = self._transact(work, pipeline=pipeline)
+        result, rejected, new_definitions = self._db.transact(work, pipeline=pipeline)
         for group, params in new_definitions:  # committed: remember them
             self._known[group] = self._known.get(group, _NOTHING) | params
         result.rejected = rejected
@@ -430,36 +323,7 @@ class PostgresStore(Store):
         where, args = self._where(query, rejected=table == "rejected")
         statement = f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT %s OFFSET %s"
         args += [query.limit, query.offset]
-        pool = self._pool()
-        conn = self._live_connection(pool)
-        try:
-            # A server-side cursor: a long export streams instead of loading everything.
-            with conn.cursor(f"eventtrack_{table}", row_factory=dict_row) as cur:
-                cur.itersize = 500
-                cur.execute(statement, args)
-                yield from cur
-        except _UNAVAILABLE as exc:
-            raise self._unavailable(exc) from exc
-        finally:
-            if not conn.broken:
-                conn.rollback()
-            pool.putconn(conn)
-
-    def _live_connection(self, pool: ConnectionPool[psycopg.Connection[Any]]) -> psycopg.Connection[Any]:
-        """A pooled connection that answered a ping (for reads that hold one a while)."""
-        deadline = time.monotonic() + self.connect_timeout
-        while True:
-            try:
-                conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
-            except _UNAVAILABLE as exc:
-                raise self._unavailable(exc) from exc
-            try:
-                ConnectionPool.check_connection(conn)
-                return conn
-            except _UNAVAILABLE as exc:
-                pool.putconn(conn)
-                if time.monotonic() >= deadline:
-                    raise self._unavailable(exc) from exc
+        return self._db.stream(f"eventtrack_{table}", statement, args)
 
     def iter_events(self, query: EventQuery) -> Iterator[Event]:
         direction = "DESC" if query.newest_first else "ASC"
@@ -564,10 +428,7 @@ class PostgresStore(Store):
         self._rows("SELECT 1 FROM events LIMIT 1")
 
     def close(self) -> None:
-        pool = self._pool_obj
-        if pool is not None and self._pool_pid == os.getpid():
-            pool.close()
-        self._pool_obj = None
+        self._db.close()
 
     # -- profiles (profile events API) -------------------------------------
     def upsert_profile(
@@ -621,7 +482,7 @@ class PostgresStore(Store):
                 "created": row is None,
             }
 
-        return self._transact(work, dict_rows=True)
+        return self._db.transact(work, dict_rows=True)
 
     def get_profile(self, tenant: str, user_key: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM profiles WHERE tenant = %s AND user_key = %s", (tenant, user_key))
