@@ -108,8 +108,8 @@ def new_event_id() -> str:
 class Event:
     """One canonical event (spec section 0).
 
-    The last three fields are write directives for the store, not data: they
-    are never exported.
+    The last fields are write directives for the store, not data: they are
+    never exported.
 
     ``dedup_key`` with ``replace=False`` keeps the first event and discards later
     ones (profile API ``orderId``); with ``replace=True`` a later event replaces
@@ -117,6 +117,9 @@ class Event:
     ``once_per`` discards an event when the same tenant/source/type/user already
     has one within that window (profile API e-mail opens). ``links_to`` records
     that ``user`` is now known as another (hashed) user (Ibexa ``login``).
+    ``merge_profile`` is ``(attributes, email)`` to merge into the user's
+    existing profile in the same transaction, if the event is kept (profile
+    API ``update``/``login``): an event and its attribute change commit together.
     """
 
     tenant: str
@@ -138,6 +141,12 @@ class Event:
     replace: bool = False
     once_per: timedelta | None = None
     links_to: str | None = None
+    merge_profile: tuple[dict[str, Any], str | None] | None = None
+
+    @property
+    def has_directives(self) -> bool:
+        """True when the store must write this event on its own, not in bulk."""
+        return bool(self.dedup_key or self.once_per or self.links_to or self.merge_profile)
 
     def to_dict(self) -> dict[str, Any]:
         """The exported form: spec field names, times as ISO 8601 UTC text."""

@@ -263,6 +263,29 @@ def test_profiles(store: Store) -> None:
     assert store.get_profile("t2", "u1") is None
 
 
+def test_profile_merge_commits_with_its_event_or_not_at_all(store: Store) -> None:
+    store.upsert_profile("t1", "u1", {"a": 1})
+    kept = store.write([ev("update", merge_profile=({"a": 2, "b": "x"}, None))])
+    assert len(kept.stored) == 1
+    assert store.get_profile("t1", "u1")["attributes"] == {"a": 2, "b": "x"}  # type: ignore[index]
+    # A discarded event (duplicate order) changes no attribute.
+    store.write([ev("login", dedup_key="once", merge_profile=({"c": 1}, None))])
+    refused = store.write([ev("login", dedup_key="once", merge_profile=({"d": 1}, None))])
+    assert refused.stored == [] and refused.rejected[0].reason == "duplicate"
+    assert store.get_profile("t1", "u1")["attributes"] == {"a": 2, "b": "x", "c": 1}  # type: ignore[index]
+    # No profile yet: the event is kept, no profile is created by it.
+    assert len(store.write([ev("update", user="nobody", merge_profile=({"z": 1}, None))]).stored) == 1
+    assert store.get_profile("t1", "nobody") is None
+    # A failing write (a duplicate id: a bug, not a client error) leaves neither behind.
+    first = ev("update", merge_profile=({"e": 1}, None))
+    again = ev("update", merge_profile=({"f": 1}, None))
+    again.id = first.id
+    with pytest.raises(Exception):  # noqa: B017 - the store's own integrity error, whatever its type
+        store.write([first, again])
+    assert "e" not in store.get_profile("t1", "u1")["attributes"]  # type: ignore[index]
+    assert [e.id for e in events(store) if e.id == first.id] == []
+
+
 def test_concurrent_profile_merges_and_dedups_lose_nothing(store: Store) -> None:
     barrier = threading.Barrier(8)
     results: list[int] = []

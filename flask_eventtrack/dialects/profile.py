@@ -277,6 +277,12 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
                 kind,
             )
         event = reader.build(tenant, raw_user, user_kind, kind, data)
+        if kind in ("update", "login"):
+            # The attribute change commits with the event, or neither does: a
+            # 503 never leaves a stored event behind for the retry to duplicate.
+            email = raw_user if user_kind == "email" else data.get("email")
+            email = email if reader.keep_email and isinstance(email, str) else None
+            event.merge_profile = (_without_identifiers(data), email)
         user_agent = request.headers.get("User-Agent")
         if reader.bot_filter and is_bot(user_agent):
             message = f"User-Agent looks like a bot: {(user_agent or '')[:200]}"
@@ -292,10 +298,6 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
                     "description": refused.message if refused else "The event was not kept.",
                 }
             )
-        if kind in ("update", "login"):
-            email = raw_user if user_kind == "email" else data.get("email")
-            email = email if reader.keep_email and isinstance(email, str) else None
-            store.upsert_profile(tenant, user_key, _without_identifiers(data), email, create=False)
         return results(dict(_CREATED))
 
     @bp.route("/v1/event", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

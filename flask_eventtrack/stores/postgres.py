@@ -148,9 +148,7 @@ class PostgresStore(Store):
 
         # A small batch without directives (which read results as they go) is sent
         # in one pipelined round trip before COMMIT; large ones go in with COPY.
-        pipeline = len(storable) <= _COPY_FROM and not any(
-            e.dedup_key or e.once_per or e.links_to for e, _ in storable
-        )
+        pipeline = len(storable) <= _COPY_FROM and not any(e.has_directives for e, _ in storable)
         result, rejected, new_definitions = self._db.transact(work, pipeline=pipeline)
         for group, params in new_definitions:  # committed: remember them
             self._known[group] = self._known.get(group, _NOTHING) | params
@@ -164,8 +162,8 @@ class PostgresStore(Store):
         result: WriteResult,
         rejected: list[Rejection],
     ) -> None:
-        plain = [(e, p) for e, p in storable if not (e.dedup_key or e.once_per or e.links_to)]
-        directed = [(e, p) for e, p in storable if e.dedup_key or e.once_per or e.links_to]
+        plain = [(e, p) for e, p in storable if not e.has_directives]
+        directed = [(e, p) for e, p in storable if e.has_directives]
         locks: set[int] = set()
         for e, _ in directed:
             if e.dedup_key:
@@ -174,6 +172,8 @@ class PostgresStore(Store):
                 locks.add(lock_key("window", e.tenant, e.source, e.type, e.user))
             if e.links_to:
                 locks.add(lock_key("link", e.tenant, e.user, e.links_to))
+            if e.merge_profile:
+                locks.add(lock_key("profile", e.tenant, e.user))
         if locks:
             # Held until commit; one sorted order in every process: no deadlocks.
             cur.executemany("SELECT pg_advisory_xact_lock(%s)", [(k,) for k in sorted(locks)])
@@ -195,7 +195,7 @@ class PostgresStore(Store):
         result: WriteResult,
         rejected: list[Rejection],
     ) -> None:
-        """Write one event that carries a dedup key, a window or a link."""
+        """Write one event that carries a dedup key, a window, a link or a profile merge."""
         row = event_row(event, props)
         if event.once_per is not None:
             at = to_ms(event.occurred_at or utcnow())
@@ -237,6 +237,9 @@ class PostgresStore(Store):
                 " ON CONFLICT DO NOTHING",
                 (event.tenant, event.user, event.links_to, row[9]),
             )
+        if event.merge_profile and event.user:
+            attributes, email = event.merge_profile
+            self._merge_profile(cur, event.tenant, event.user, attributes, email, create=False)
         result.stored.append(event)
 
     @staticmethod
@@ -440,49 +443,63 @@ class PostgresStore(Store):
         *,
         create: bool = True,
     ) -> dict[str, Any] | None:
-        now = utcnow()
-
         def work(cur: psycopg.Cursor[Any]) -> dict[str, Any] | None:
             # The user's lock, held to commit: concurrent merges never lose keys.
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("profile", tenant, user_key),))
-            cur.execute("SELECT * FROM profiles WHERE tenant = %s AND user_key = %s", (tenant, user_key))
-            row = cur.fetchone()
-            if row is None and not create:
-                return None
-            merged: dict[str, Any] = {} if row is None else row["attributes"]
-            for key, value in attributes.items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-            if row is None:
-                cur.execute(
-                    "INSERT INTO profiles (tenant, user_key, email, attributes, created_at, updated_at)"
-                    " VALUES (%s,%s,%s,%s,%s,%s)",
-                    (tenant, user_key, email, dumps(merged), now, now),
-                )
-                profile: dict[str, Any] = {
-                    "tenant": tenant,
-                    "user_key": user_key,
-                    "email": email,
-                    "created_at": now,
-                }
-            else:
-                cur.execute(
-                    "UPDATE profiles SET email = %s, attributes = %s, updated_at = %s"
-                    " WHERE tenant = %s AND user_key = %s",
-                    (row["email"] if email is None else email, dumps(merged), now, tenant, user_key),
-                )
-                profile = {**row, "email": row["email"] if email is None else email}
-            return {
-                **profile,
-                "created_at": as_text(profile["created_at"]),
-                "attributes": merged,
-                "updated_at": as_text(now),
-                "created": row is None,
-            }
+            return self._merge_profile(cur, tenant, user_key, attributes, email, create=create)
 
-        return self._db.transact(work, dict_rows=True)
+        return self._db.transact(work)
+
+    @staticmethod
+    def _merge_profile(
+        cur: psycopg.Cursor[Any],
+        tenant: str,
+        user_key: str,
+        attributes: dict[str, Any],
+        email: str | None,
+        *,
+        create: bool,
+    ) -> dict[str, Any] | None:
+        """Merge attributes (``None`` removes a key) inside the caller's transaction,
+        which holds the user's profile lock."""
+        now = utcnow()
+        cur.execute(
+            "SELECT email, attributes, created_at FROM profiles WHERE tenant = %s AND user_key = %s",
+            (tenant, user_key),
+        )
+        row = cur.fetchone()
+        if row is None and not create:
+            return None
+        merged: dict[str, Any] = {} if row is None else dict(row[1])
+        for key, value in attributes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        if row is None:
+            cur.execute(
+                "INSERT INTO profiles (tenant, user_key, email, attributes, created_at, updated_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s)",
+                (tenant, user_key, email, dumps(merged), now, now),
+            )
+            created_at = now
+        else:
+            email = row[0] if email is None else email
+            cur.execute(
+                "UPDATE profiles SET email = %s, attributes = %s, updated_at = %s"
+                " WHERE tenant = %s AND user_key = %s",
+                (email, dumps(merged), now, tenant, user_key),
+            )
+            created_at = row[2]
+        return {
+            "tenant": tenant,
+            "user_key": user_key,
+            "email": email,
+            "attributes": merged,
+            "created_at": as_text(created_at),
+            "updated_at": as_text(now),
+            "created": row is None,
+        }
 
     def get_profile(self, tenant: str, user_key: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM profiles WHERE tenant = %s AND user_key = %s", (tenant, user_key))

@@ -286,12 +286,12 @@ class SQLiteStore(Store):
         result = WriteResult()
         rejected = list(rejections)
         with self._transaction() as conn:
-            plain = [e for e in events if not (e.dedup_key or e.once_per or e.links_to)]
+            plain = [e for e in events if not e.has_directives]
             if plain:
                 conn.executemany(_INSERT, [_event_row(e) for e in plain])
                 result.stored.extend(plain)
             for event in events:
-                if event.dedup_key or event.once_per or event.links_to:
+                if event.has_directives:
                     self._write_directed(conn, event, result, rejected)
             new_definitions = self._update_definitions(conn, result.stored) if result.stored else ()
             if rejected:
@@ -308,7 +308,7 @@ class SQLiteStore(Store):
         result: WriteResult,
         rejected: list[Rejection],
     ) -> None:
-        """Write one event that carries a dedup key, a window or a link."""
+        """Write one event that carries a dedup key, a window, a link or a profile merge."""
         if event.once_per is not None:
             at = event.occurred_at or utcnow()
             hit = conn.execute(
@@ -349,6 +349,9 @@ class SQLiteStore(Store):
                 " VALUES (?,?,?,?)",
                 (event.tenant, event.user, event.links_to, row[9]),
             )
+        if event.merge_profile and event.user:
+            attributes, email = event.merge_profile
+            self._merge_profile(conn, event.tenant, event.user, attributes, email, create=False)
         result.stored.append(event)
 
     @staticmethod
@@ -571,36 +574,49 @@ class SQLiteStore(Store):
         *,
         create: bool = True,
     ) -> dict[str, Any] | None:
-        now = format_time(utcnow())
         # BEGIN IMMEDIATE holds the write lock from the read to the write, so
         # concurrent merges (threads or processes) never lose each other's keys.
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT * FROM profiles WHERE tenant = ? AND user_key = ?", (tenant, user_key)
-            ).fetchone()
-            if row is None and not create:
-                return None
-            merged: dict[str, Any] = {} if row is None else json.loads(row["attributes"])
-            for key, value in attributes.items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-            if row is None:
-                conn.execute(
-                    "INSERT INTO profiles (tenant, user_key, email, attributes, created_at, updated_at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (tenant, user_key, email, _dumps(merged), now, now),
-                )
-                profile = {"tenant": tenant, "user_key": user_key, "email": email, "created_at": now}
+            return self._merge_profile(conn, tenant, user_key, attributes, email, create=create)
+
+    @staticmethod
+    def _merge_profile(
+        conn: sqlite3.Connection,
+        tenant: str,
+        user_key: str,
+        attributes: dict[str, Any],
+        email: str | None,
+        *,
+        create: bool,
+    ) -> dict[str, Any] | None:
+        """Merge attributes (``None`` removes a key) inside the caller's transaction."""
+        now = format_time(utcnow())
+        row = conn.execute(
+            "SELECT * FROM profiles WHERE tenant = ? AND user_key = ?", (tenant, user_key)
+        ).fetchone()
+        if row is None and not create:
+            return None
+        merged: dict[str, Any] = {} if row is None else json.loads(row["attributes"])
+        for key, value in attributes.items():
+            if value is None:
+                merged.pop(key, None)
             else:
-                email = email if email is not None else row["email"]
-                conn.execute(
-                    "UPDATE profiles SET email = ?, attributes = ?, updated_at = ?"
-                    " WHERE tenant = ? AND user_key = ?",
-                    (email, _dumps(merged), now, tenant, user_key),
-                )
-                profile = {**dict(row), "email": email}
+                merged[key] = value
+        if row is None:
+            conn.execute(
+                "INSERT INTO profiles (tenant, user_key, email, attributes, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (tenant, user_key, email, _dumps(merged), now, now),
+            )
+            profile = {"tenant": tenant, "user_key": user_key, "email": email, "created_at": now}
+        else:
+            email = email if email is not None else row["email"]
+            conn.execute(
+                "UPDATE profiles SET email = ?, attributes = ?, updated_at = ?"
+                " WHERE tenant = ? AND user_key = ?",
+                (email, _dumps(merged), now, tenant, user_key),
+            )
+            profile = {**dict(row), "email": email}
         return {**profile, "attributes": merged, "updated_at": now, "created": row is None}
 
     def get_profile(self, tenant: str, user_key: str) -> dict[str, Any] | None:
