@@ -110,11 +110,25 @@ def scenarios(token: str | None) -> list[Scenario]:
 # -- the server -------------------------------------------------------------------------
 
 
-def server_env(workdir: Path, synchronous: str) -> dict[str, str]:
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pg_database(name: str, *, drop: bool = False) -> str:
+    """Create (or drop) a throwaway PostgreSQL database for one run; returns its URL."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not drop:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def server_env(workdir: Path, synchronous: str, store_url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
     env.update(
         FLASK_SECRET_KEY=SECRET,
-        FLASK_EVENTTRACK_STORE_URL=f"sqlite:///{workdir}/events.db",
+        FLASK_EVENTTRACK_STORE_URL=store_url or f"sqlite:///{workdir}/events.db",
         FLASK_EVENTTRACK_SQLITE_SYNCHRONOUS=json.dumps(synchronous),
         BENCH_NAIVE_DB=str(workdir / "naive.db"),
         PYTHONPATH=str(ROOT),
@@ -168,10 +182,16 @@ def gunicorn_master(proc: subprocess.Popen[bytes]) -> int:
     return proc.pid
 
 
-def stored_events(workdir: Path, app: str) -> int:
+def stored_events(workdir: Path, app: str, store_url: str | None = None) -> int:
     path = workdir / ("naive.db" if app == "naive" else "events.db")
     if app == "bare":
         return 0
+    if app == "eventtrack" and store_url:
+        import psycopg
+
+        with psycopg.connect(store_url) as pg:
+            (count,) = pg.execute("SELECT count(*) FROM eventtrack.events").fetchone()  # type: ignore[misc]
+        return int(count)
     with sqlite3.connect(path) as conn:
         (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
     return int(count)
@@ -184,11 +204,12 @@ def make_token(workdir: Path, env: dict[str, str]) -> str | None:
         "from example_app import create_app\n"
         "from flask_eventtrack import get_state\n"
         "from flask_eventtrack.keys import create_key\n"
-        "from flask_eventtrack.tokens import issue_token\n"
+        "from flask_eventtrack.tokens import Tokens, app_secret_keys\n"
         "app = create_app()\n"
         "with app.app_context():\n"
-        "    key = create_key(get_state().store, 'bench', 'api', 'bench')\n"
-        "    print(issue_token(key))\n"
+        "    store = get_state().store\n"
+        "    key = create_key(store, 'bench', 'api', 'bench')\n"
+        "    print(Tokens(app_secret_keys(app), 3600, store).issue('bench', key.id))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else None
@@ -197,10 +218,14 @@ def make_token(workdir: Path, env: dict[str, str]) -> str | None:
 # -- measurements -------------------------------------------------------------------------
 
 
-def measure(scenario: Scenario, seconds: float, synchronous: str, token_env: dict[str, str] | None) -> dict[str, float]:
+def measure(
+    scenario: Scenario, seconds: float, synchronous: str, token_env: dict[str, str] | None, store: str
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="etbench-") as tmp:
         workdir = Path(tmp)
-        env = server_env(workdir, synchronous)
+        pg_name = f"etbench_{os.getpid()}"
+        store_url = pg_database(pg_name) if store == "postgresql" and scenario.app == "eventtrack" else None
+        env = server_env(workdir, synchronous, store_url)
         if token_env is not None and "Synerise" in scenario.name:
             # the token's key must be in this run's database
             token = make_token(workdir, env)
@@ -215,7 +240,9 @@ def measure(scenario: Scenario, seconds: float, synchronous: str, token_env: dic
         finally:
             stop_server(proc)
         acknowledged = (warm.ok + result.ok) * scenario.events_per_request
-        stored = stored_events(workdir, scenario.app)
+        stored = stored_events(workdir, scenario.app, store_url)
+        if store_url:
+            pg_database(pg_name, drop=True)
     rps = result.ok / result.seconds
     return {
         "rps": rps,
@@ -269,6 +296,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--synchronous", default="NORMAL", help="EVENTTRACK_SQLITE_SYNCHRONOUS for the runs")
     parser.add_argument("--only", help="run only scenarios whose name contains this text")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="flask-eventtrack's store (postgresql: a throwaway database per run on 127.0.0.1:5432)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {CLIENT_CPU})
 
@@ -280,7 +309,7 @@ def main() -> int:
     table = []
     ok = True
     for scenario in chosen:
-        runs = [measure(scenario, args.seconds, args.synchronous, {} if has_synerise else None)
+        runs = [measure(scenario, args.seconds, args.synchronous, {} if has_synerise else None, args.store)
                 for _ in range(args.runs)]
         median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         lossless = all(r["lossless"] for r in runs)
@@ -298,7 +327,9 @@ def main() -> int:
 def print_table(table: list[dict], ceiling: dict, raw: dict[str, float], args: argparse.Namespace) -> None:
     print(f"\nflask-eventtrack benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"gunicorn 2 sync workers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}, "
-          f"median of {args.runs} x {args.seconds:g}s, SQLite WAL synchronous={args.synchronous}\n")
+          f"median of {args.runs} x {args.seconds:g}s, store {args.store}"
+          + (f" (WAL, synchronous={args.synchronous})" if args.store == "sqlite" else
+             " (default synchronous_commit=on: every commit is flushed to the WAL on disk)") + "\n")
     header = f"{'scenario':42} {'req/s':>8} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'x ceil':>7} {'xRSS':>5}  stored==2xx"
     print(header)
     print("-" * len(header))
