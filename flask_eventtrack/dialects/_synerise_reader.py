@@ -8,22 +8,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, fields
 
 from ..errors import BadPayload
-from ..events import Event, utcnow
+from ..events import Event, parse_time, utcnow
 from ..extension import EventTrackState
-from ..schemas.synerise import AI_EVENT_TYPES, DEDICATED, IDENTIFIERS, PRODUCT_ENDPOINTS, build_schemas
+from ..schemas.synerise import (
+    ACTION_PATTERN,
+    AI_EVENT_TYPES,
+    DEDICATED,
+    IDENTIFIERS,
+    MAX_ACTION_LENGTH,
+    PRODUCT_ENDPOINTS,
+    RESERVED_PARAMS,
+    build_schemas,
+)
 
 __all__ = ["Invalid", "SyneriseReader", "flatten", "load", "redacted_payload"]
 
 SOURCE = "synerise"
 _CLICK_TYPES = frozenset({"recommendation.click", "item.search.click"})
 _REDACT_KEYS = frozenset(IDENTIFIERS)
+_V4_FIELDS = frozenset({"client", "label", "params", "time", "eventSalt", "action"})
+_MISSING: Any = object()
 
 
 class Invalid(Exception):
@@ -69,9 +81,12 @@ class SyneriseReader:
         self.user_key: Callable[[str], str] = state.pipeline.user_key
         self.hashing = state.pipeline.hash_user is not None
         self.max_events = int(cfg["EVENTTRACK_MAX_EVENTS_PER_REQUEST"])
-        self.schemas = build_schemas(
-            int(cfg["EVENTTRACK_MAX_STRING_LENGTH"]), int(cfg["EVENTTRACK_MAX_JSON_DEPTH"])
-        )
+        self.max_length = int(cfg["EVENTTRACK_MAX_STRING_LENGTH"])
+        self.max_depth = int(cfg["EVENTTRACK_MAX_JSON_DEPTH"])
+        self.schemas = build_schemas(self.max_length, self.max_depth)
+        # The schema's own fields for the rarer identifiers (exact by construction).
+        client_schema = cast(fields.Nested, self.schemas.custom.fields["client"]).schema
+        self._client_fields: dict[str, fields.Field[Any]] = client_schema.fields
 
     # -- /v4/events ----------------------------------------------------------
     def v4_event(self, tenant: str, item: Any, endpoint: str) -> Event:
@@ -79,11 +94,13 @@ class SyneriseReader:
 
         :raises Invalid: naming every problem of the item.
         """
+        data = self.fast_v4(item, endpoint)
+        if data is None:
+            schema = self.schemas.custom if endpoint == "custom" else self.schemas.for_endpoint(endpoint)
+            data = load(schema, item)
         if endpoint == "custom":
-            data = load(self.schemas.custom, item)
             action = data["action"]
         else:
-            data = load(self.schemas.for_endpoint(endpoint), item)
             action = DEDICATED[endpoint]
             if data.get("action") not in (None, action):
                 raise Invalid(
@@ -98,6 +115,83 @@ class SyneriseReader:
             event.dedup_key = self.salt_key(event, data.get("time") or utcnow(), data["eventSalt"])
             event.replace = True
         return event
+
+    def fast_v4(self, item: Any, endpoint: str) -> dict[str, Any] | None:
+        """What the endpoint's schema would load from ``item``, without marshmallow;
+        None when the item is not valid (the schema then runs, for the messages).
+
+        Accepts exactly what the schema accepts (``tests/test_synerise_fast.py``
+        checks both agree); the schema stays the source of truth.
+        """
+        if type(item) is not dict or not _V4_FIELDS.issuperset(item):
+            return None
+        max_length = self.max_length
+        label = item.get("label")
+        if type(label) is not str or not 0 < len(label) <= max_length:
+            return None
+        client = self._fast_client(item.get("client"))
+        if client is None:
+            return None
+        data: dict[str, Any] = {"client": client, "label": label}
+        action = item.get("action", _MISSING)
+        if endpoint == "custom":
+            if type(action) is not str or len(action) > MAX_ACTION_LENGTH or not ACTION_PATTERN.match(action):
+                return None
+            data["action"] = action
+        elif action is not _MISSING:
+            if type(action) is not str:
+                return None
+            data["action"] = action
+        params = item.get("params", _MISSING)
+        if params is _MISSING:
+            params = {}
+        elif type(params) is not dict or not RESERVED_PARAMS.isdisjoint(params):
+            return None
+        elif not _free_form_ok(params, max_length, self.max_depth):
+            return None
+        if endpoint in PRODUCT_ENDPOINTS:
+            sku = params.get("sku")
+            if not (type(sku) is int or (type(sku) is str and sku)):
+                return None
+        data["params"] = dict(params)
+        if "time" in item:
+            raw_time = item["time"]
+            if type(raw_time) is not str or len(raw_time) > 64:
+                return None
+            try:
+                data["time"] = parse_time(raw_time)
+            except (ValueError, OverflowError):
+                return None
+        if "eventSalt" in item:
+            salt = item["eventSalt"]
+            if type(salt) is not str or not 0 < len(salt) <= max_length:
+                return None
+            data["eventSalt"] = salt
+        return data
+
+    def _fast_client(self, client: Any) -> dict[str, Any] | None:
+        """``client`` as ``ClientSchema`` loads it, or None."""
+        if type(client) is not dict or not client:
+            return None
+        max_length = self.max_length
+        out: dict[str, Any] = {}
+        for kind, value in client.items():
+            if kind == "id" or kind == "customId":
+                if kind == "id" and type(value) is int:
+                    value = str(value)
+                elif type(value) is not str:
+                    return None
+                if not 0 < len(value) <= max_length:
+                    return None
+            elif kind in _REDACT_KEYS:  # uuid, email: the schema's own field
+                try:
+                    value = self._client_fields[kind].deserialize(value)
+                except ValidationError:
+                    return None
+            else:
+                return None
+            out[kind] = value
+        return out
 
     def v4_batch(self, tenant: str, document: Any) -> list[Event]:
         """Every event of a ``/v4/events/batch`` array, or :class:`Invalid` naming each bad index."""
@@ -245,6 +339,37 @@ class SyneriseReader:
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             return "hashed:" + self.user_key(str(value))
         return value
+
+
+def _free_form_ok(params: dict[str, Any], max_length: int, max_depth: int) -> bool:
+    """Whether ``check_value`` and ``check_finite`` (``schemas``) pass ``params``:
+    strings and keys within ``max_length`` and without NUL, containers nested
+    less than ``max_depth`` deep, finite floats, JSON values only."""
+    stack: list[tuple[Any, int]] = [(params, 0)]
+    while stack:
+        container, depth = stack.pop()
+        if depth >= max_depth:
+            return False
+        if type(container) is dict:
+            for key in container:
+                if type(key) is not str or len(key) > max_length or "\x00" in key:
+                    return False
+            values = container.values()
+        else:
+            values = container
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                if len(value) > max_length or "\x00" in value:
+                    return False
+            elif kind is dict or kind is list:
+                stack.append((value, depth + 1))
+            elif kind is float:
+                if not math.isfinite(value):
+                    return False
+            elif not (kind is int or kind is bool or value is None):
+                return False
+    return True
 
 
 def redacted_payload(reader: SyneriseReader, raw: bytes) -> str | None:

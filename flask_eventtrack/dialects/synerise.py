@@ -49,7 +49,13 @@ def error_response(status: int, message: str, errors: list[dict[str, Any]] | Non
     return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
 
 
+#: The 202 body of a single event, serialised once.
+_ACCEPTED_ONE = json.dumps({"status": 202, "message": "Accepted", "events": 1})
+
+
 def accepted(count: int) -> Response:
+    if count == 1:
+        return Response(_ACCEPTED_ONE, status=202, mimetype="application/json")
     body = {"status": 202, "message": "Accepted", "events": count}
     return Response(json.dumps(body), status=202, mimetype="application/json")
 
