@@ -356,3 +356,8 @@ def test_a_tampered_copy_of_a_cached_token_is_refused(client: FlaskClient, state
     token = exchange(client, create_key(state.store, "acme", "api").secret)
     assert post(client, token).status_code == 202
     assert post(client, token[:-1] + ("A" if token[-1] != "A" else "B")).status_code == 401
+
+
+def test_an_action_with_a_final_newline_is_refused_by_both_paths(reader: SyneriseReader) -> None:
+    item = custom(action="dog.bark\n")
+    assert reader.fast_v4(item, "custom") is None and schema_load(reader, "custom", item) is None

@@ -58,7 +58,7 @@ RESERVED_PARAMS = frozenset(
         "clientId", "businessProfileId",
     }
 )  # fmt: skip
-ACTION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+ACTION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*\Z")  # \Z: "$" would let a final newline in
 MAX_ACTION_LENGTH = 128
 #: Largest ``eventTimestamp`` in milliseconds: 9999-12-31T23:59:59.999Z.
 MAX_TIMESTAMP_MS = 253_402_300_799_999
