@@ -4,18 +4,25 @@ Every value arrives as text (URL path segments and query parameters), so the
 fields here parse text strictly: ``"+5"``, ``" 5"`` or ``"5.0"`` are not an
 item id. Messages are written for people: the dialect sends them back as the
 plain-text body of a 400, as the vendor does.
+
+Each field keeps all of its checks in ``parse``, and :class:`FastLoader` runs
+those same ``parse`` methods without marshmallow's per-load machinery: the
+dialect tries it first and falls back to ``schema.load`` (for the messages)
+whenever it returns None. ``tests/test_ibexa_fast.py`` checks both agree.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
+from marshmallow import INCLUDE, Schema, ValidationError, fields, missing, validates_schema
 
 __all__ = [
     "CURRENCIES",
+    "FastLoader",
     "MAX_ID",
     "PATH_PARAMS",
     "make_ibexa_schemas",
@@ -63,12 +70,27 @@ def _text(value: Any, what: str, max_length: int) -> str:
 
 
 def _bounded(text: str, low: int, high: int, what: str) -> int:
-    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+    number = int(text) if _DIGITS.fullmatch(text) else -1
+    if not low <= number <= high:
         raise ValidationError(f"{what} must be an integer from {low} to {high}, not {text[:40]!r}.")
-    return int(text)
+    return number
 
 
-class BoundedInt(fields.Field[int]):
+_T = TypeVar("_T")
+
+
+class ParsedField(fields.Field[_T]):
+    """Base of this module's fields: every check lives in ``parse``, which both
+    marshmallow (through ``_deserialize``) and :class:`FastLoader` call."""
+
+    def parse(self, value: Any) -> _T:
+        raise NotImplementedError
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> _T:
+        return self.parse(value)
+
+
+class BoundedInt(ParsedField[int]):
     """A non-negative decimal integer written with digits only, within ``[low, high]``."""
 
     def __init__(self, low: int, high: int, what: str, **kwargs: Any) -> None:
@@ -76,11 +98,11 @@ class BoundedInt(fields.Field[int]):
         super().__init__(**kwargs)
         self.low, self.high, self.what = low, high, what
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+    def parse(self, value: Any) -> int:
         return _bounded(str(value), self.low, self.high, self.what)
 
 
-class NumericId(fields.Field[str]):
+class NumericId(ParsedField[str]):
     """Item type or item id: 1..2147483647, kept as text without leading zeros."""
 
     def __init__(self, what: str, **kwargs: Any) -> None:
@@ -88,11 +110,11 @@ class NumericId(fields.Field[str]):
         super().__init__(**kwargs)
         self.what = what
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+    def parse(self, value: Any) -> str:
         return str(_bounded(str(value), 1, MAX_ID, self.what))
 
 
-class TextId(fields.Field[str]):
+class TextId(ParsedField[str]):
     """A user id, a string item id, a scenario or trigger name: text without control characters."""
 
     def __init__(self, what: str, max_length: int, **kwargs: Any) -> None:
@@ -100,37 +122,37 @@ class TextId(fields.Field[str]):
         super().__init__(**kwargs)
         self.what, self.max_length = what, max_length
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+    def parse(self, value: Any) -> str:
         return _text(value, self.what, self.max_length)
 
 
-class ItemIdList(fields.Field[list[str]]):
+class ItemIdList(ParsedField[list[str]]):
     """``128,129,155`` for ``rendered``: distinct ids, in the order sent."""
 
-    def __init__(self, item: fields.Field[str], max_items: int, **kwargs: Any) -> None:
+    def __init__(self, item: ParsedField[str], max_items: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.item, self.max_items = item, max_items
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+    def parse(self, value: Any) -> list[str]:
         parts = str(value).split(",")
         if len(parts) > self.max_items:
             raise ValidationError(f"{len(parts)} item ids in one request; the limit is {self.max_items}.")
         ids: list[str] = []
         for part in parts:
-            item_id = self.item.deserialize(part)
+            item_id = self.item.parse(part)
             if item_id not in ids:
                 ids.append(item_id)
         return ids
 
 
-class CategoryPath(fields.Field[str]):
+class CategoryPath(ParsedField[str]):
     """``/Shoes/Children/`` -> ``Shoes/Children`` (the vendor ignores the outer slashes)."""
 
     def __init__(self, max_length: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_length = max_length
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+    def parse(self, value: Any) -> str:
         text = str(value)
         if len(text) > self.max_length:
             raise ValidationError(f"categorypath is longer than {self.max_length} characters.")
@@ -139,10 +161,10 @@ class CategoryPath(fields.Field[str]):
         return text.strip("/")
 
 
-class FullPrice(fields.Field[dict[str, str]]):
+class FullPrice(ParsedField[dict[str, str]]):
     """``12.45EUR`` -> ``{"price": "12.45", "currency": "EUR"}`` (the amount stays exact text)."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
+    def parse(self, value: Any) -> dict[str, str]:
         text = str(value)
         match = _FULLPRICE.fullmatch(text)
         if match is None:
@@ -166,17 +188,80 @@ class _IbexaSchema(Schema):
 
     @validates_schema(pass_original=True)
     def check_extra(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
-        extras = [key for key in original if key not in self.fields]
-        if len(extras) > MAX_EXTRA_PARAMS:
-            raise ValidationError(f"{len(extras)} unknown query parameters; the limit is {MAX_EXTRA_PARAMS}.")
-        for key in extras:
-            if len(key) > MAX_PARAM_NAME or _CONTROL.search(key):
-                raise ValidationError(
-                    f"A query parameter name is too long or has a control character: {key[:40]!r}."
-                )
-            value = original[key]
-            if value:  # an empty extra parameter is kept as ""
-                _text(value, f"Query parameter {key[:40]!r}", self.max_length)
+        _check_extras([key for key in original if key not in self.fields], original, self.max_length)
+
+
+def _check_extras(extras: list[str], original: Mapping[str, Any], max_length: int) -> None:
+    """Undocumented query parameters: how many, their names, their values."""
+    if len(extras) > MAX_EXTRA_PARAMS:
+        raise ValidationError(f"{len(extras)} unknown query parameters; the limit is {MAX_EXTRA_PARAMS}.")
+    for key in extras:
+        if len(key) > MAX_PARAM_NAME or _CONTROL.search(key):
+            raise ValidationError(
+                f"A query parameter name is too long or has a control character: {key[:40]!r}."
+            )
+        value = original[key]
+        if value:  # an empty extra parameter is kept as ""
+            _text(value, f"Query parameter {key[:40]!r}", max_length)
+
+
+class FastLoader:
+    """``schema.load(data)`` for text data, without marshmallow's per-load machinery.
+
+    It runs the schema's own fields' ``parse`` and the same extra-parameter check,
+    so it accepts exactly what the schema accepts and returns the same dict; it
+    returns None for anything it refuses (or any value that is not text), and the
+    caller then runs ``schema.load`` to get the error messages.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        if not isinstance(schema, _IbexaSchema):
+            raise TypeError(f"FastLoader needs an Ibexa schema, not {type(schema).__name__}.")
+        self.fields: tuple[tuple[str, ParsedField[Any], bool, Any], ...] = tuple(
+            (name, _plain(name, field), field.required, field.load_default)
+            for name, field in schema.load_fields.items()
+        )
+        self.names = frozenset(schema.fields)
+        self.max_length = schema.max_length
+
+    def load(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
+        loaded: dict[str, Any] = {}
+        try:
+            for name, field, required, default in self.fields:
+                value = data.get(name, missing)
+                if value is missing:
+                    if required:
+                        return None
+                    if default is not missing:
+                        loaded[name] = default
+                elif type(value) is str:
+                    loaded[name] = field.parse(value)
+                else:
+                    return None
+            extras = [key for key in data if key not in self.names]
+            if extras:
+                _check_extras(extras, data, self.max_length)
+                for key in extras:
+                    loaded[key] = data[key]  # kept as sent, as unknown=INCLUDE does
+        except ValidationError:
+            return None
+        return loaded
+
+
+def _plain(name: str, field: fields.Field[Any]) -> ParsedField[Any]:
+    """Refuse (at app setup) a field using a marshmallow feature FastLoader does not mirror."""
+    if (
+        not isinstance(field, ParsedField)
+        or field.data_key is not None
+        or field.attribute is not None
+        or field.validators
+        or field.pre_load
+        or field.post_load
+        or field.allow_none
+        or callable(field.load_default)
+    ):
+        raise TypeError(f"FastLoader cannot mirror the field {name!r} ({type(field).__name__}).")
+    return field
 
 
 def make_ibexa_schemas(*, string_item_ids: bool, max_length: int, max_items: int) -> dict[str, Schema]:
@@ -191,7 +276,7 @@ def make_ibexa_schemas(*, string_item_ids: bool, max_length: int, max_items: int
     def item_type() -> NumericId:
         return NumericId("The item type (itemtypeid)", required=True)
 
-    def item_id(**kwargs: Any) -> fields.Field[str]:
+    def item_id(**kwargs: Any) -> ParsedField[str]:
         if string_item_ids:
             return TextId("The item id (itemid)", max_length, **kwargs)
         return NumericId("The item id (itemid)", **kwargs)
