@@ -1,6 +1,7 @@
 """The apps the benchmark serves with gunicorn, side by side.
 
-- ``bare()``: the ceiling, a Flask route that returns 204 and does nothing.
+- ``bare()``: the ceiling, a Flask route that returns 204 and does nothing
+  (with a ``SECRET_KEY``, as the host app has).
 - ``naive()``: the peer, a tracking endpoint written by hand the usual way:
   connect per request, one INSERT and COMMIT, default ``synchronous``.
 - ``eventtrack()``: the example app with flask-eventtrack, store from
@@ -18,6 +19,9 @@ from flask import Flask, request
 
 def bare() -> Flask:
     app = Flask("bare")
+    # Like any app with sessions (and like the example app, which needs it to
+    # key the user-id hash): Flask then opens a session on every request.
+    app.config["SECRET_KEY"] = os.environ.get("FLASK_SECRET_KEY", "bench")
 
     @app.route("/bare", methods=["GET", "POST"])
     def bare_route() -> tuple[str, int]:

@@ -177,6 +177,22 @@ def worker_rss_mb(master: int) -> float:
     return statistics.mean(rss) if rss else float("nan")
 
 
+def worker_cpu_seconds(master: int) -> float:
+    """User + system CPU time used so far by the gunicorn workers of ``master``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(master):  # ppid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def gunicorn_master(proc: subprocess.Popen[bytes]) -> int:
     """taskset execs python, so the Popen pid is the gunicorn master."""
     return proc.pid
@@ -235,7 +251,9 @@ def measure(
         proc = start_server(scenario.app, env)
         try:
             warm = run_load(PORT, scenario.make_request, connections=scenario.connections, seconds=1.0)
+            cpu_before = worker_cpu_seconds(gunicorn_master(proc))
             result = run_load(PORT, scenario.make_request, connections=scenario.connections, seconds=seconds)
+            cpu = worker_cpu_seconds(gunicorn_master(proc)) - cpu_before
             rss = worker_rss_mb(gunicorn_master(proc))
         finally:
             stop_server(proc)
@@ -247,6 +265,7 @@ def measure(
     return {
         "rps": rps,
         "eps": rps * scenario.events_per_request,
+        "cpu_us": cpu / max(result.ok, 1) * 1e6,
         "p50_ms": result.percentile(50) * 1000,
         "p99_ms": result.percentile(99) * 1000,
         "rss_mb": rss,
@@ -306,17 +325,24 @@ def main() -> int:
     chosen = scenarios("placeholder" if has_synerise else None)
     if args.only:
         chosen = [s for s in chosen if args.only in s.name or s.app == "bare"]
+    # Rounds outside, scenarios inside: slow drift of a shared machine hits every
+    # scenario alike instead of whichever happened to run last.
+    all_runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in chosen}
+    for round_ in range(args.runs):
+        for scenario in chosen:
+            run = measure(scenario, args.seconds, args.synchronous, {} if has_synerise else None, args.store)
+            all_runs[scenario.name].append(run)
+            print(f"round {round_ + 1}: {scenario.name}: {run['rps']:.0f} req/s, "
+                  f"{run['cpu_us']:.0f} us CPU/request, stored==2xx: {bool(run['lossless'])}", file=sys.stderr)
     table = []
     ok = True
     for scenario in chosen:
-        runs = [measure(scenario, args.seconds, args.synchronous, {} if has_synerise else None, args.store)
-                for _ in range(args.runs)]
+        runs = all_runs[scenario.name]
         median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         lossless = all(r["lossless"] for r in runs)
         ok &= lossless
         table.append({"scenario": scenario.name, **median, "lossless": lossless,
                       "runs": runs, "events_per_request": scenario.events_per_request})
-        print(f"{scenario.name}: {median['rps']:.0f} req/s, lossless={lossless}", file=sys.stderr)
     raw = raw_executemany()
     ceiling = table[0]
     print_table(table, ceiling, raw, args)
@@ -330,13 +356,16 @@ def print_table(table: list[dict], ceiling: dict, raw: dict[str, float], args: a
           f"median of {args.runs} x {args.seconds:g}s, store {args.store}"
           + (f" (WAL, synchronous={args.synchronous})" if args.store == "sqlite" else
              " (default synchronous_commit=on: every commit is flushed to the WAL on disk)") + "\n")
-    header = f"{'scenario':42} {'req/s':>8} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'x ceil':>7} {'xRSS':>5}  stored==2xx"
+    header = (f"{'scenario':42} {'req/s':>8} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7} "
+              f"{'RSS MB':>7} {'x ceil':>7} {'xRSS':>5}  stored==2xx")
     print(header)
     print("-" * len(header))
     for row in table:
         print(f"{row['scenario']:42} {row['rps']:8.0f} {row['eps']:10.0f} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
-              f"{row['rss_mb']:7.1f} {row['rps'] / ceiling['rps']:7.2f} {row['rss_mb'] / ceiling['rss_mb']:5.2f}  "
+              f"{row['cpu_us']:7.0f} {row['rss_mb']:7.1f} {row['rps'] / ceiling['rps']:7.2f} {row['rss_mb'] / ceiling['rss_mb']:5.2f}  "
               f"{'yes' if row['lossless'] else 'NO: LOST OR EXTRA EVENTS'}")
+    print("\nCPU us = worker CPU time per 2xx request (user + system), less noisy than req/s on a shared machine;"
+          " x ceil = req/s / ceiling req/s; xRSS = RSS per worker / ceiling's")
     print(f"\nraw sqlite3 executemany, batches of 1000, CPU {SERVER_CPU}: "
           f"{raw['minimal']:.0f} rows/s (minimal table), {raw['eventtrack_schema']:.0f} rows/s (our schema and indexes)")
     big = next((r for r in table if r["scenario"].endswith("batch of 1000")), None)

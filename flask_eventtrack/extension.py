@@ -131,6 +131,7 @@ class EventTrack:
             payload_limit=int(config["EVENTTRACK_REJECTED_PAYLOAD_LIMIT"]),
             synchronous=config["EVENTTRACK_SQLITE_SYNCHRONOUS"],
             busy_timeout=int(config["EVENTTRACK_SQLITE_BUSY_TIMEOUT"]),
+            wal_autocheckpoint=int(config["EVENTTRACK_SQLITE_WAL_AUTOCHECKPOINT"]),
             retry_after=int(config["EVENTTRACK_RETRY_AFTER"]),
             pool_min_size=int(config["EVENTTRACK_POSTGRES_POOL_MIN_SIZE"]),
             pool_max_size=int(config["EVENTTRACK_POSTGRES_POOL_MAX_SIZE"]),

@@ -85,6 +85,7 @@ def test_wal_mode_and_indexes(state: EventTrackState) -> None:
     conn = state.store.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10000
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(events)")}
     assert {"idx_events_tenant_type_occurred_at", "idx_events_user_occurred_at", "idx_events_dedup"} <= indexes
     plan = conn.execute(
@@ -167,6 +168,29 @@ def test_two_processes_write_concurrently_without_loss_or_duplicates(tmp_path: A
     assert len(stored) == sum(acknowledged)
     assert len({e.id for e in stored}) == len(stored)
     assert len({e.user for e in stored}) == len(stored)  # every event once: no duplicates
+
+
+def _write_in_child(store: SQLiteStore, queue: Any) -> None:
+    inherited = store._local.conn  # the parent's connection, copied by fork()
+    store.write([_event("child")])
+    queue.put(store.conn is not inherited)
+
+
+def test_a_forked_worker_opens_its_own_connection(tmp_path: Any) -> None:
+    store = store_from_url(f"sqlite:///{tmp_path}/fork.db")
+    assert isinstance(store, SQLiteStore)
+    parent_conn = store.conn
+    store.write([_event("parent")])
+    ctx = multiprocessing.get_context("fork")  # what gunicorn --preload does
+    queue = ctx.Queue()
+    child = ctx.Process(target=_write_in_child, args=(store, queue))
+    child.start()
+    opened_its_own = queue.get(timeout=30)
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert store.conn is parent_conn  # the parent keeps its own
+    assert opened_its_own is True
+    assert sorted(e.user for e in store.iter_events(EventQuery())) == ["child", "parent"]
 
 
 def test_concurrent_first_start_migrations(tmp_path: Any) -> None:

