@@ -4,6 +4,8 @@
   (with a ``SECRET_KEY``, as the host app has).
 - ``naive()``: the peer, a tracking endpoint written by hand the usual way:
   connect per request, one INSERT and COMMIT, default ``synchronous``.
+- ``careful()``: the same endpoint written carefully: one connection per
+  worker, WAL and ``synchronous=NORMAL``.
 - ``eventtrack()``: the example app with flask-eventtrack, store from
   ``FLASK_EVENTTRACK_STORE_URL``.
 """
@@ -51,6 +53,36 @@ def naive() -> Flask:
             conn.commit()
         finally:
             conn.close()
+        return "", 204
+
+    return app
+
+
+def careful() -> Flask:
+    """The careful hand-written endpoint: one connection per worker, WAL + NORMAL."""
+    app = Flask("careful")
+    app.config["SECRET_KEY"] = os.environ.get("FLASK_SECRET_KEY", "bench")
+    path = os.environ["BENCH_NAIVE_DB"]
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, user TEXT, type TEXT, props TEXT)"
+        )
+    local: dict[int, sqlite3.Connection] = {}
+
+    @app.post("/naive")
+    def careful_route() -> tuple[str, int]:
+        conn = local.get(os.getpid())
+        if conn is None:
+            conn = local[os.getpid()] = sqlite3.connect(path, timeout=5, isolation_level=None)
+            conn.execute("PRAGMA synchronous=NORMAL")
+        event = request.get_json()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT INTO events (user, type, props) VALUES (?, ?, ?)",
+            (event["user_id"], event["type"], json.dumps(event)),
+        )
+        conn.execute("COMMIT")
         return "", 204
 
     return app

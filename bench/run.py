@@ -22,8 +22,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,8 +49,14 @@ class Scenario:
 def cortex_batch(size: int) -> Callable[[int, int], bytes]:
     def make(worker: int, n: int) -> bytes:
         data = [
-            {"user_id": f"user-{worker}-{n}-{i % 50}", "type": "click", "item_id": f"item-{i}",
-             "timestamp": 1700000000 + n, "device": "mobile", "price": 9.99}
+            {
+                "user_id": f"user-{worker}-{n}-{i % 50}",
+                "type": "click",
+                "item_id": f"item-{i}",
+                "timestamp": 1700000000 + n,
+                "device": "mobile",
+                "price": 9.99,
+            }
             for i in range(size)
         ]
         body = json.dumps({"data": data}).encode()
@@ -74,18 +80,28 @@ def naive_request(worker: int, n: int) -> bytes:
 
 
 def ibexa_click(worker: int, n: int) -> bytes:
-    return http_request("GET", f"/api/00000/click/user{worker}x{n}/1/{n % 1000 + 1}?categorypath=Shoes%2FChildren")
+    return http_request(
+        "GET", f"/api/00000/click/user{worker}x{n}/1/{n % 1000 + 1}?categorypath=Shoes%2FChildren"
+    )
 
 
 def synerise_custom(token: str) -> Callable[[int, int], bytes]:
     def make(worker: int, n: int) -> bytes:
-        body = json.dumps({
-            "action": "dog.bark", "label": "bark", "client": {"id": worker * 1_000_000 + n},
-            "params": {"loudness": 3, "mood": "happy"},
-        }).encode()
-        return http_request("POST", "/v4/events/custom", body,
-                            {"Content-Type": "application/json", "Authorization": f"Bearer {token}",
-                             "Api-Version": "4.4"})
+        body = json.dumps(
+            {
+                "action": "dog.bark",
+                "label": "bark",
+                "client": {"id": worker * 1_000_000 + n},
+                "params": {"loudness": 3, "mood": "happy"},
+            }
+        ).encode()
+        return http_request(
+            "POST",
+            "/v4/events/custom",
+            body,
+            {"Content-Type": "application/json", "Authorization": f"Bearer {token}", "Api-Version": "4.4"},
+        )
+
     return make
 
 
@@ -93,12 +109,15 @@ def scenarios(token: str | None) -> list[Scenario]:
     found = [
         Scenario("ceiling: bare Flask route (204)", "bare", 0, lambda w, n: http_request("GET", "/bare")),
         Scenario("peer: naive insert+commit per request", "naive", 1, naive_request),
+        Scenario("peer: careful (connection per worker, WAL)", "careful", 1, naive_request),
     ]
     dialects = {p.stem for p in (ROOT / "flask_eventtrack" / "dialects").glob("[a-z]*.py")}
     if "ibexa" in dialects:
         found.append(Scenario("eventtrack: Ibexa click (GET)", "eventtrack", 1, ibexa_click))
     if token:
-        found.append(Scenario("eventtrack: Synerise /v4/events/custom", "eventtrack", 1, synerise_custom(token)))
+        found.append(
+            Scenario("eventtrack: Synerise /v4/events/custom", "eventtrack", 1, synerise_custom(token))
+        )
     found += [
         Scenario("eventtrack: Cortex batch of 1", "eventtrack", 1, cortex_batch(1)),
         Scenario("eventtrack: Cortex batch of 100", "eventtrack", 100, cortex_batch(100), connections=4),
@@ -137,8 +156,25 @@ def server_env(workdir: Path, synchronous: str, store_url: str | None = None) ->
 
 
 def start_server(app: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "gunicorn", "-w", "2", "-k", "sync",
-           "-b", f"127.0.0.1:{PORT}", "--backlog", "2048", "--log-level", "warning", f"bench.apps:{app}()"]
+    cmd = [
+        "taskset",
+        "-c",
+        str(SERVER_CPU),
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        "2",
+        "-k",
+        "sync",
+        "-b",
+        f"127.0.0.1:{PORT}",
+        "--backlog",
+        "2048",
+        "--log-level",
+        "warning",
+        f"bench.apps:{app}()",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -172,7 +208,9 @@ def worker_rss_mb(master: int) -> float:
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(master) and "gunicorn" in (entry / "cmdline").read_text(errors="ignore"):
+        if fields.get("PPid", "").strip() == str(master) and "gunicorn" in (entry / "cmdline").read_text(
+            errors="ignore"
+        ):
             rss.append(int(fields["VmRSS"].split()[0]) / 1024)
     return statistics.mean(rss) if rss else float("nan")
 
@@ -199,7 +237,7 @@ def gunicorn_master(proc: subprocess.Popen[bytes]) -> int:
 
 
 def stored_events(workdir: Path, app: str, store_url: str | None = None) -> int:
-    path = workdir / ("naive.db" if app == "naive" else "events.db")
+    path = workdir / ("naive.db" if app in ("naive", "careful") else "events.db")
     if app == "bare":
         return 0
     if app == "eventtrack" and store_url:
@@ -304,8 +342,14 @@ for name in ("minimal", "eventtrack_schema"):
     results[name] = {rows} / (time.perf_counter() - start)
 print(json.dumps(results))
 """
-    out = subprocess.run(["taskset", "-c", str(SERVER_CPU), sys.executable, "-c", code], cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["taskset", "-c", str(SERVER_CPU), sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -314,17 +358,24 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario (median reported)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--synchronous", default="NORMAL", help="EVENTTRACK_SQLITE_SYNCHRONOUS for the runs")
-    parser.add_argument("--only", help="run only scenarios whose name contains this text")
-    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
-                        help="flask-eventtrack's store (postgresql: a throwaway database per run on 127.0.0.1:5432)")
+    parser.add_argument("--only", help="run only scenarios whose name contains this text ('a|b': either)")
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="flask-eventtrack's store (postgresql: a throwaway database per run on 127.0.0.1:5432)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {CLIENT_CPU})
 
-    has_synerise = (ROOT / "flask_eventtrack" / "tokens.py").exists() and \
-        (ROOT / "flask_eventtrack" / "dialects" / "synerise.py").exists()
+    has_synerise = (ROOT / "flask_eventtrack" / "tokens.py").exists() and (
+        ROOT / "flask_eventtrack" / "dialects" / "synerise.py"
+    ).exists()
     chosen = scenarios("placeholder" if has_synerise else None)
     if args.only:
-        chosen = [s for s in chosen if args.only in s.name or s.app == "bare"]
+        chosen = [
+            s for s in chosen if any(part in s.name for part in args.only.split("|")) or s.app == "bare"
+        ]
     # Rounds outside, scenarios inside: slow drift of a shared machine hits every
     # scenario alike instead of whichever happened to run last.
     all_runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in chosen}
@@ -332,8 +383,11 @@ def main() -> int:
         for scenario in chosen:
             run = measure(scenario, args.seconds, args.synchronous, {} if has_synerise else None, args.store)
             all_runs[scenario.name].append(run)
-            print(f"round {round_ + 1}: {scenario.name}: {run['rps']:.0f} req/s, "
-                  f"{run['cpu_us']:.0f} us CPU/request, stored==2xx: {bool(run['lossless'])}", file=sys.stderr)
+            print(
+                f"round {round_ + 1}: {scenario.name}: {run['rps']:.0f} req/s, "
+                f"{run['cpu_us']:.0f} us CPU/request, stored==2xx: {bool(run['lossless'])}",
+                file=sys.stderr,
+            )
     table = []
     ok = True
     for scenario in chosen:
@@ -341,8 +395,15 @@ def main() -> int:
         median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         lossless = all(r["lossless"] for r in runs)
         ok &= lossless
-        table.append({"scenario": scenario.name, **median, "lossless": lossless,
-                      "runs": runs, "events_per_request": scenario.events_per_request})
+        table.append(
+            {
+                "scenario": scenario.name,
+                **median,
+                "lossless": lossless,
+                "runs": runs,
+                "events_per_request": scenario.events_per_request,
+            }
+        )
     raw = raw_executemany()
     ceiling = table[0]
     print_table(table, ceiling, raw, args)
@@ -351,33 +412,60 @@ def main() -> int:
 
 
 def print_table(table: list[dict], ceiling: dict, raw: dict[str, float], args: argparse.Namespace) -> None:
-    print(f"\nflask-eventtrack benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"gunicorn 2 sync workers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}, "
-          f"median of {args.runs} x {args.seconds:g}s, store {args.store}"
-          + (f" (WAL, synchronous={args.synchronous})" if args.store == "sqlite" else
-             " (default synchronous_commit=on: every commit is flushed to the WAL on disk)") + "\n")
-    header = (f"{'scenario':42} {'req/s':>8} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7} "
-              f"{'RSS MB':>7} {'x ceil':>7} {'xRSS':>5}  stored==2xx")
+    print(
+        f"\nflask-eventtrack benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"gunicorn 2 sync workers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}, "
+        f"median of {args.runs} x {args.seconds:g}s, store {args.store}"
+        + (
+            f" (WAL, synchronous={args.synchronous})"
+            if args.store == "sqlite"
+            else " (default synchronous_commit=on: every commit is flushed to the WAL on disk)"
+        )
+        + "\n"
+    )
+    header = (
+        f"{'scenario':42} {'req/s':>8} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7} "
+        f"{'RSS MB':>7} {'x ceil':>7} {'xRSS':>5}  stored==2xx"
+    )
     print(header)
     print("-" * len(header))
     for row in table:
-        print(f"{row['scenario']:42} {row['rps']:8.0f} {row['eps']:10.0f} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
-              f"{row['cpu_us']:7.0f} {row['rss_mb']:7.1f} {row['rps'] / ceiling['rps']:7.2f} {row['rss_mb'] / ceiling['rss_mb']:5.2f}  "
-              f"{'yes' if row['lossless'] else 'NO: LOST OR EXTRA EVENTS'}")
-    print("\nCPU us = worker CPU time per 2xx request (user + system), less noisy than req/s on a shared machine;"
-          " x ceil = req/s / ceiling req/s; xRSS = RSS per worker / ceiling's")
-    print(f"\nraw sqlite3 executemany, batches of 1000, CPU {SERVER_CPU}: "
-          f"{raw['minimal']:.0f} rows/s (minimal table), {raw['eventtrack_schema']:.0f} rows/s (our schema and indexes)")
+        print(
+            f"{row['scenario']:42} {row['rps']:8.0f} {row['eps']:10.0f} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
+            f"{row['cpu_us']:7.0f} {row['rss_mb']:7.1f} {row['rps'] / ceiling['rps']:7.2f} {row['rss_mb'] / ceiling['rss_mb']:5.2f}  "
+            f"{'yes' if row['lossless'] else 'NO: LOST OR EXTRA EVENTS'}"
+        )
+    print(
+        "\nCPU us = worker CPU time per 2xx request (user + system), less noisy than req/s on a shared machine;"
+        " x ceil = req/s / ceiling req/s; xRSS = RSS per worker / ceiling's"
+    )
+    print(
+        f"\nraw sqlite3 executemany, batches of 1000, CPU {SERVER_CPU}: "
+        f"{raw['minimal']:.0f} rows/s (minimal table), {raw['eventtrack_schema']:.0f} rows/s (our schema and indexes)"
+    )
     big = next((r for r in table if r["scenario"].endswith("batch of 1000")), None)
     if big:
-        print(f"Cortex batches of 1000 vs raw executemany: {big['eps'] / raw['minimal']:.2f}x (minimal table), "
-              f"{big['eps'] / raw['eventtrack_schema']:.2f}x (same schema)")
+        print(
+            f"Cortex batches of 1000 vs raw executemany: {big['eps'] / raw['minimal']:.2f}x (minimal table), "
+            f"{big['eps'] / raw['eventtrack_schema']:.2f}x (same schema)"
+        )
 
 
 def save(table: list[dict], raw: dict[str, float], args: argparse.Namespace) -> None:
-    out = ROOT / "bench" / "results" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({"args": vars(args), "raw_executemany": raw, "scenarios": table,
-                               "cpu": os.cpu_count(), "python": sys.version}, indent=1, default=str))
+    out = ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "raw_executemany": raw,
+                "scenarios": table,
+                "cpu": os.cpu_count(),
+                "python": sys.version,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print(f"\nsaved {out.relative_to(ROOT)}")
 
 

@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import click
@@ -22,7 +22,7 @@ REJECTED_FIELDS = ("id", "tenant", "source", "type", "reason", "message", "paylo
 PROGRESS_EVERY = 10_000
 
 
-class IsoTime(click.ParamType):
+class IsoTime(click.ParamType):  # type: ignore[type-arg]
     """An ISO 8601 date or time; without an offset it is taken as UTC."""
 
     name = "ISO8601"
@@ -34,7 +34,7 @@ class IsoTime(click.ParamType):
             parsed = datetime.fromisoformat(str(value).replace("z", "Z"))
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 date or time", param, ctx)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @click.group(help="Read and manage the events recorded by flask-eventtrack.")
@@ -45,13 +45,25 @@ def cli() -> None:
 @cli.command(help="Write events (or the rejected log) as NDJSON or CSV.")
 @click.option("--tenant", help="Only this tenant.")
 @click.option("--type", "type_", help="Only this event type.")
-@click.option("--source", type=click.Choice(["cortex", "ibexa", "synerise", "profile", "app"]), help="Only this dialect.")
+@click.option(
+    "--source",
+    type=click.Choice(["cortex", "ibexa", "synerise", "profile", "app"]),
+    help="Only this dialect.",
+)
 @click.option("--since", type=IsoTime(), help="Occurred at or after this time (ISO 8601; UTC if no offset).")
 @click.option("--until", type=IsoTime(), help="Occurred before this time (ISO 8601; UTC if no offset).")
-@click.option("--user", "raw_user", help="A raw user id: its events, and those of ids linked to it by logins.")
+@click.option(
+    "--user", "raw_user", help="A raw user id: its events, and those of ids linked to it by logins."
+)
 @click.option("--rejected", is_flag=True, help="Export the rejected log, with reasons, instead.")
 @click.option("--format", "fmt", type=click.Choice(["ndjson", "csv"]), default="ndjson", show_default=True)
-@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-", help="File to write (default stdout).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w", encoding="utf-8"),
+    default="-",
+    help="File to write (default stdout).",
+)
 @with_appcontext
 def export(
     tenant: str | None,
@@ -73,7 +85,7 @@ def export(
         query.users = store.linked_users(state.pipeline.user_key(raw_user))
     if rejected:
         rows: Iterable[dict[str, Any]] = (r.to_dict() for r in store.iter_rejected(query))
-        fields = REJECTED_FIELDS
+        fields: tuple[str, ...] = REJECTED_FIELDS
         total = None
     else:
         rows = (e.to_dict() for e in store.iter_events(query))
@@ -123,7 +135,7 @@ def stats(as_json: bool) -> None:
     table = [header] + [tuple(str(row[k]) for k in header) for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for line in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     if not rows:
         click.echo("(no events yet)", file=sys.stderr)
 

@@ -45,9 +45,7 @@ class StoreUnavailable(EventTrackError, ServiceUnavailable):
 class BadPayload(EventTrackError, BadRequest):
     """The client sent something we cannot accept. ``reason`` is the rejection type."""
 
-    def __init__(
-        self, description: str, reason: str = "schema_violation", errors: object = None
-    ) -> None:
+    def __init__(self, description: str, reason: str = "schema_violation", errors: object = None) -> None:
         super().__init__(description)
         self.reason = reason
         self.errors = errors

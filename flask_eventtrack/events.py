@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -45,7 +45,7 @@ EXPORT_FIELDS = (
 
 def utcnow() -> datetime:
     """Aware UTC now, truncated to milliseconds (the precision we keep)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
@@ -55,8 +55,8 @@ def format_time(value: datetime) -> str:
 
     Cached: a batch usually shares one receipt time and few occurrence times.
     """
-    if value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
     if value.year < 1000:  # isoformat would not pad to four digits everywhere
         v = value
         return (
@@ -74,7 +74,7 @@ def parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(value.replace("z", "Z"))
     if parsed.tzinfo is None:
         raise ValueError("time has no UTC offset")
-    parsed = parsed.astimezone(timezone.utc)
+    parsed = parsed.astimezone(UTC)
     return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
 
 

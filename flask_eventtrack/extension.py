@@ -98,13 +98,13 @@ class EventTrack:
 
         hash_user = None
         if config["EVENTTRACK_HASH_USER_IDS"]:
-            key = config["EVENTTRACK_HASH_KEY"] or app.config.get("SECRET_KEY")
-            if not key:
+            hash_key: str | bytes | None = config["EVENTTRACK_HASH_KEY"] or app.config.get("SECRET_KEY")
+            if not hash_key:
                 raise ConfigurationError(
                     "flask-eventtrack hashes user ids with a secret key: set SECRET_KEY or"
                     " EVENTTRACK_HASH_KEY (or EVENTTRACK_HASH_USER_IDS = False to store raw ids)."
                 )
-            hash_user = make_user_hasher(key)
+            hash_user = make_user_hasher(hash_key)
         pipeline = Pipeline(
             app,
             store,
@@ -121,7 +121,7 @@ class EventTrack:
 
     @staticmethod
     def _make_store(app: Flask, config: dict[str, Any]) -> Store:
-        url = config["EVENTTRACK_STORE_URL"]
+        url: str | None = config["EVENTTRACK_STORE_URL"]
         if not url:
             os.makedirs(app.instance_path, exist_ok=True)
             url = "sqlite:///" + os.path.join(app.instance_path, "eventtrack.db")
@@ -204,4 +204,3 @@ class EventTrack:
     def user_key(self, raw_user: str) -> str:
         """How the current app stores ``raw_user`` (its keyed hash by default)."""
         return get_state().pipeline.user_key(raw_user)
-

@@ -134,11 +134,12 @@ class Pipeline:
                     hook(event)
                 for hook in self.hooks.rules:
                     hook(event)
-                current: Event | None = event
+                current = event
                 for hook in self.hooks.before_store:
-                    current = hook(current)
-                    if current is None:
+                    changed: Event | None = hook(current)
+                    if changed is None:
                         raise Reject("dropped", "dropped by a before_store hook of the host app")
+                    current = changed
             except Reject as exc:
                 rejected.append(
                     Rejection(

@@ -42,7 +42,8 @@ def make_user_hasher(key: str | bytes) -> Callable[[str], str]:
 
 
 def _signer(keys: Sequence[str | bytes]) -> TimestampSigner:
-    return TimestampSigner(list(keys), salt=BODY_SALT, digest_method=hashlib.sha256)
+    secrets = [key.encode() if isinstance(key, str) else key for key in keys]
+    return TimestampSigner(secrets, salt=BODY_SALT, digest_method=hashlib.sha256)
 
 
 def sign_body(body: bytes, key: str | bytes) -> str:

@@ -50,7 +50,9 @@ def test_export_filters(app: Flask, client: FlaskClient, state: EventTrackState)
     by_alice = lines(run(app, "export", "--user", "alice").stdout)
     assert [r["item_id"] for r in by_alice] == ["A", "C"]
     assert all(r["user"] == state.pipeline.user_key("alice") for r in by_alice)
-    window = lines(run(app, "export", "--since", "2023-11-14T23:00:00Z", "--until", "2023-11-15T00:00:00+00:00").stdout)
+    window = lines(
+        run(app, "export", "--since", "2023-11-14T23:00:00Z", "--until", "2023-11-15T00:00:00+00:00").stdout
+    )
     assert [r["item_id"] for r in window] == ["B"]
     assert lines(run(app, "export", "--tenant", "nobody").stdout) == []
     assert len(lines(run(app, "export", "--source", "cortex").stdout)) == 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -26,7 +26,9 @@ def rejected(state: EventTrackState) -> list[dict[str, Any]]:
 
 
 def test_vendor_example_is_stored_field_by_field(client: FlaskClient, state: EventTrackState) -> None:
-    body = '{"data":[{"user_id":"123","item_id":"ABC","type":"purchase","device":"mobile","sale_price":49.99}]}'
+    body = (
+        '{"data":[{"user_id":"123","item_id":"ABC","type":"purchase","device":"mobile","sale_price":49.99}]}'
+    )
     response = client.post(URL, data=body, content_type="application/json")
     assert response.status_code == 200
     (event,) = events(state)
@@ -60,7 +62,9 @@ def test_timestamp_and_shown_impressions(client: FlaskClient, state: EventTrackS
     assert stored[0]["original_time"] is None  # sent and kept: nothing was overridden
 
 
-def test_future_timestamp_is_replaced_and_kept_as_original(client: FlaskClient, state: EventTrackState) -> None:
+def test_future_timestamp_is_replaced_and_kept_as_original(
+    client: FlaskClient, state: EventTrackState
+) -> None:
     future = 4102444800  # 2100-01-01
     client.post(URL, json={"data": [{"user_id": "u", "type": "click", "timestamp": future}]})
     (event,) = events(state)
@@ -235,7 +239,9 @@ def test_signed_body_with_an_active_key_is_stored(signed_client: Any, key: str) 
         (lambda: sign_body(BODY, "current-key").replace(".", "x", 1), "does not match"),
     ],
 )
-def test_bad_signatures_answer_200_but_store_nothing(signed_client: Any, make_signature: Any, words: str) -> None:
+def test_bad_signatures_answer_200_but_store_nothing(
+    signed_client: Any, make_signature: Any, words: str
+) -> None:
     client, state = signed_client
     assert post_signed(client, BODY, make_signature()) == 200
     assert events(state) == []
@@ -264,7 +270,9 @@ def test_object_id_field_is_configurable(config: dict[str, Any]) -> None:
     config["EVENTTRACK_CORTEX_ID_FIELD"] = "account_id"
     app = create_app(config)
     client, state = app.test_client(), get_state(app)
-    client.post(URL, json={"data": [{"account_id": "acc-1", "type": "renewal"}, {"user_id": "x", "type": "t"}]})
+    client.post(
+        URL, json={"data": [{"account_id": "acc-1", "type": "renewal"}, {"user_id": "x", "type": "t"}]}
+    )
     (event,) = events(state)
     assert event["user_kind"] == "account_id" and event["user"] == state.pipeline.user_key("acc-1")
     assert "account_id" in rejected(state)[0]["message"]
@@ -274,4 +282,4 @@ def test_object_id_field_is_configurable(config: dict[str, Any]) -> None:
 def test_timestamps_are_utc(client: FlaskClient, state: EventTrackState) -> None:
     client.post(URL, json={"data": [{"user_id": "u", "type": "t", "timestamp": 1}]})
     (event,) = state.store.iter_events(EventQuery())
-    assert event.occurred_at == datetime(1970, 1, 1, 0, 0, 1, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)

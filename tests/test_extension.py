@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -186,8 +186,11 @@ def test_signals_are_sent_with_the_app_as_sender(tmp_path: Any) -> None:
     def on_rejected(sender: Any, rejections: list[Any]) -> None:
         got["rejected"] = (sender, [r.reason for r in rejections])
 
-    with event_received.connected_to(on_received), event_stored.connected_to(on_stored), \
-            event_rejected.connected_to(on_rejected):
+    with (
+        event_received.connected_to(on_received),
+        event_stored.connected_to(on_stored),
+        event_rejected.connected_to(on_rejected),
+    ):
         app.test_client().post("/cortex", json={"data": [{"user_id": "u", "type": "ok"}, {"type": 1}]})
     assert got["received"] == (app, 1)
     assert got["stored"] == (app, ["ok"])
@@ -202,7 +205,7 @@ def test_emit_goes_through_the_same_pipeline(tmp_path: Any) -> None:
     track.enrich(lambda e: e.props.setdefault("via", "hook"))
     app = make_app(tmp_path)
     track.init_app(app)
-    when = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     with app.app_context():
         result = track.emit("signup", user="42", props={"plan": "pro"}, occurred_at=when)
         (event,) = track.store.iter_events(EventQuery())
@@ -229,7 +232,7 @@ def test_future_time_within_clock_skew_is_kept(tmp_path: Any) -> None:
     track = EventTrack()
     app = make_app(tmp_path, EVENTTRACK_CLOCK_SKEW=600)
     track.init_app(app)
-    soon = datetime.now(timezone.utc) + timedelta(seconds=300)
+    soon = datetime.now(UTC) + timedelta(seconds=300)
     with app.app_context():
         (event,) = track.emit("t", occurred_at=soon).stored
     assert event.occurred_at is not None and event.occurred_at > event.received_at  # type: ignore[operator]

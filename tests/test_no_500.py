@@ -61,35 +61,97 @@ def json_requests(creds: dict[str, str]) -> list[tuple[str, dict[str, str], Any]
     bearer = {"Authorization": f"Bearer {creds['token']}"}
     profile = {"Authorization": creds["api"]}
     return [
-        ("/cortex", {}, {"data": [{"user_id": "1", "type": "purchase", "item_id": "A", "timestamp": 1700000000}]}),
-        ("/v4/events/custom", bearer, {"action": "dog.bark", "client": {"id": 5}, "label": "bark",
-                                       "time": "2022-11-28T12:18:27Z", "params": {"loudness": 3},
-                                       "eventSalt": "s"}),
-        ("/v4/events/hit-timer", bearer, {"client": {"uuid": "e0097757-d1e2-44ac-ba3c-d97979a354c1"},
-                                          "label": "t"}),
-        ("/v4/events/batch", bearer, [{"type": "custom", "action": "a.b", "client": {"email": "a@example.com"},
-                                       "label": "l"}, {"type": "shared", "client": {"id": 1}, "label": "l"}]),
-        ("/v4/transactions", bearer, {"client": {"id": 1}, "orderId": "o1", "value": {"amount": 10, "currency": "EUR"},
-                                      "products": [{"sku": "s1", "quantity": 1, "finalUnitPrice": {"amount": 10,
-                                                    "currency": "EUR"}}]}),
-        (f"/events/v1/single/recommendation.view?token={creds['tracker']}", {},
-         {"correlationId": "c", "clientUUID": "e0097757-d1e2-44ac-ba3c-d97979a354c1", "items": ["1"],
-          "eventTimestamp": 1670505802000}),
-        (f"/events/v1/batch?token={creds['tracker']}", {},
-         {"eventType": "recommendation.click", "items": [{"correlationId": "c",
-          "clientUUID": "e0097757-d1e2-44ac-ba3c-d97979a354c1", "items": []}]}),
+        (
+            "/cortex",
+            {},
+            {"data": [{"user_id": "1", "type": "purchase", "item_id": "A", "timestamp": 1700000000}]},
+        ),
+        (
+            "/v4/events/custom",
+            bearer,
+            {
+                "action": "dog.bark",
+                "client": {"id": 5},
+                "label": "bark",
+                "time": "2022-11-28T12:18:27Z",
+                "params": {"loudness": 3},
+                "eventSalt": "s",
+            },
+        ),
+        (
+            "/v4/events/hit-timer",
+            bearer,
+            {"client": {"uuid": "e0097757-d1e2-44ac-ba3c-d97979a354c1"}, "label": "t"},
+        ),
+        (
+            "/v4/events/batch",
+            bearer,
+            [
+                {"type": "custom", "action": "a.b", "client": {"email": "a@example.com"}, "label": "l"},
+                {"type": "shared", "client": {"id": 1}, "label": "l"},
+            ],
+        ),
+        (
+            "/v4/transactions",
+            bearer,
+            {
+                "client": {"id": 1},
+                "orderId": "o1",
+                "value": {"amount": 10, "currency": "EUR"},
+                "products": [
+                    {"sku": "s1", "quantity": 1, "finalUnitPrice": {"amount": 10, "currency": "EUR"}}
+                ],
+            },
+        ),
+        (
+            f"/events/v1/single/recommendation.view?token={creds['tracker']}",
+            {},
+            {
+                "correlationId": "c",
+                "clientUUID": "e0097757-d1e2-44ac-ba3c-d97979a354c1",
+                "items": ["1"],
+                "eventTimestamp": 1670505802000,
+            },
+        ),
+        (
+            f"/events/v1/batch?token={creds['tracker']}",
+            {},
+            {
+                "eventType": "recommendation.click",
+                "items": [
+                    {"correlationId": "c", "clientUUID": "e0097757-d1e2-44ac-ba3c-d97979a354c1", "items": []}
+                ],
+            },
+        ),
         ("/v4/auth/token", {}, {"apiKey": creds["api"]}),
-        ("/v1/event/", profile, {"user": {"email": "a@example.com"}, "event": {"update": {"firstname": "x"}}}),
-        ("/v1/event/", profile, {"user": {"email": "a@example.com"},
-                                 "event": {"generic": {"generic": {"event_name": "my_event", "a": 1}}}}),
-        ("/v1/event/", profile, {"user": {"email": "a@example.com"},
-                                 "event": {"confirmation": {"orderId": "o-1", "total": 3}}}),
+        (
+            "/v1/event/",
+            profile,
+            {"user": {"email": "a@example.com"}, "event": {"update": {"firstname": "x"}}},
+        ),
+        (
+            "/v1/event/",
+            profile,
+            {
+                "user": {"email": "a@example.com"},
+                "event": {"generic": {"generic": {"event_name": "my_event", "a": 1}}},
+            },
+        ),
+        (
+            "/v1/event/",
+            profile,
+            {"user": {"email": "a@example.com"}, "event": {"confirmation": {"orderId": "o-1", "total": 3}}},
+        ),
         ("/v1/user", profile, {"user": {"email": "b@example.com"}, "attributes": {"plan": "pro"}}),
-    ]  # fmt: skip
+    ]
 
 
 def assert_no_500(response: Any, what: str) -> None:
-    assert response.status_code < 500 or response.status_code == 503, (what, response.status_code, response.data)
+    assert response.status_code < 500 or response.status_code == 503, (
+        what,
+        response.status_code,
+        response.data,
+    )
 
 
 def test_valid_requests_are_accepted(client: FlaskClient, credentials: dict[str, str]) -> None:
@@ -99,18 +161,24 @@ def test_valid_requests_are_accepted(client: FlaskClient, credentials: dict[str,
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_mutated_json_bodies_never_cause_a_500(client: FlaskClient, credentials: dict[str, str], seed: int) -> None:
+def test_mutated_json_bodies_never_cause_a_500(
+    client: FlaskClient, credentials: dict[str, str], seed: int
+) -> None:
     rng = random.Random(seed)
     for path, headers, body in json_requests(credentials):
         for _ in range(40):
             mutated = mutate(body, rng)
             text = json.dumps(mutated, allow_nan=True)
-            assert_no_500(client.post(path, data=text, headers=headers, content_type="application/json"),
-                          f"{path} {text[:300]}")
+            assert_no_500(
+                client.post(path, data=text, headers=headers, content_type="application/json"),
+                f"{path} {text[:300]}",
+            )
 
 
 @pytest.mark.parametrize("seed", range(2))
-def test_corrupted_bytes_never_cause_a_500(client: FlaskClient, credentials: dict[str, str], seed: int) -> None:
+def test_corrupted_bytes_never_cause_a_500(
+    client: FlaskClient, credentials: dict[str, str], seed: int
+) -> None:
     rng = random.Random(seed)
     for path, headers, body in json_requests(credentials):
         raw = bytearray(json.dumps(body).encode())
@@ -118,8 +186,12 @@ def test_corrupted_bytes_never_cause_a_500(client: FlaskClient, credentials: dic
             damaged = bytearray(raw)
             for _ in range(rng.randint(1, 4)):
                 damaged[rng.randrange(len(damaged))] = rng.randrange(256)
-            content_type = rng.choice(["application/json", "text/plain", "application/x-www-form-urlencoded", ""])
-            assert_no_500(client.post(path, data=bytes(damaged), headers=headers, content_type=content_type), path)
+            content_type = rng.choice(
+                ["application/json", "text/plain", "application/x-www-form-urlencoded", ""]
+            )
+            assert_no_500(
+                client.post(path, data=bytes(damaged), headers=headers, content_type=content_type), path
+            )
 
 
 IBEXA_PATHS = [
@@ -141,15 +213,27 @@ def test_mutated_ibexa_urls_never_cause_a_500(client: FlaskClient, method: str) 
     for path in IBEXA_PATHS:
         for _ in range(40):
             cut = rng.randrange(1, len(path))
-            mutated = path[:cut] + rng.choice(URL_NOISE) + path[cut + rng.randint(0, 3):]
+            mutated = path[:cut] + rng.choice(URL_NOISE) + path[cut + rng.randint(0, 3) :]
             assert_no_500(client.open(mutated, method=method), mutated)
 
 
 def test_random_paths_and_methods_never_cause_a_500(client: FlaskClient) -> None:
     rng = random.Random(7)
-    prefixes = ["/cortex", "/v4/events/", "/events/v1/single/", "/v1/user/", "/v1/event", "/api/00000/", "/v4/"]
+    prefixes = [
+        "/cortex",
+        "/v4/events/",
+        "/events/v1/single/",
+        "/v1/user/",
+        "/v1/event",
+        "/api/00000/",
+        "/v4/",
+    ]
     for _ in range(150):
-        path = rng.choice(prefixes) + rng.choice(URL_NOISE) + rng.choice(["", "x", "/y", "recommendation.view"])
+        path = (
+            rng.choice(prefixes) + rng.choice(URL_NOISE) + rng.choice(["", "x", "/y", "recommendation.view"])
+        )
         method = rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
-        headers = rng.choice([{}, {"Authorization": "Bearer x"}, {"Authorization": "\x7f"}, {"Content-Length": "5"}])
+        headers = rng.choice(
+            [{}, {"Authorization": "Bearer x"}, {"Authorization": "\x7f"}, {"Content-Length": "5"}]
+        )
         assert_no_500(client.open(path, method=method, headers=headers, data=b"{}"), f"{method} {path}")

@@ -141,7 +141,9 @@ def test_bot_events_look_accepted_but_go_to_the_rejected_log(
 
 
 @pytest.mark.parametrize("user_agent", REAL_BROWSERS)
-def test_real_browsers_are_recorded(client: FlaskClient, state: EventTrackState, key: str, user_agent: str) -> None:
+def test_real_browsers_are_recorded(
+    client: FlaskClient, state: EventTrackState, key: str, user_agent: str
+) -> None:
     assert send(client, key, {"page_view": {"url": "/"}}, user_agent).status_code == 200
     assert len(list(state.store.iter_events(EventQuery()))) == 1
     assert list(state.store.iter_rejected(EventQuery())) == []

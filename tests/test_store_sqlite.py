@@ -87,7 +87,11 @@ def test_wal_mode_and_indexes(state: EventTrackState) -> None:
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10000
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(events)")}
-    assert {"idx_events_tenant_type_occurred_at", "idx_events_user_occurred_at", "idx_events_dedup"} <= indexes
+    assert {
+        "idx_events_tenant_type_occurred_at",
+        "idx_events_user_occurred_at",
+        "idx_events_dedup",
+    } <= indexes
     plan = conn.execute(
         "EXPLAIN QUERY PLAN SELECT * FROM events WHERE tenant='t' AND type='x' AND occurred_at > ''"
     ).fetchall()
@@ -130,8 +134,16 @@ def _event(user: str, **kwargs: Any) -> Event:
     now = utcnow()
     from flask_eventtrack.events import new_event_id
 
-    return Event(tenant="t", source="app", type="x", user=user, occurred_at=now, received_at=now,
-                 id=new_event_id(), **kwargs)
+    return Event(
+        tenant="t",
+        source="app",
+        type="x",
+        user=user,
+        occurred_at=now,
+        received_at=now,
+        id=new_event_id(),
+        **kwargs,
+    )
 
 
 # -- several processes on one file ------------------------------------------------------

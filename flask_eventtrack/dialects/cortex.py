@@ -12,7 +12,7 @@ with ``Retry-After`` (the store could not commit: retry).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -27,7 +27,7 @@ from ._http import parse_json, read_body, unavailable_response
 
 NAME = "cortex"
 #: This dialect's settings and their defaults (merged into the app config by ``init_app``).
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "EVENTTRACK_CORTEX_URL_PREFIX": "/cortex",
     "EVENTTRACK_CORTEX_TENANT": "default",
     "EVENTTRACK_CORTEX_ID_FIELD": "user_id",
@@ -98,7 +98,9 @@ class CortexReader:
                     message = f"data[{index}]: {json.dumps(exc.messages, sort_keys=True)}"
                     kind = item.get("type") if isinstance(item, dict) else None
                     rejections.append(
-                        self.rejection("schema_violation", message, item, kind if isinstance(kind, str) else None)
+                        self.rejection(
+                            "schema_violation", message, item, kind if isinstance(kind, str) else None
+                        )
                     )
                     continue
             events.append(event)
@@ -159,7 +161,7 @@ class CortexReader:
         else:
             event.user, event.user_kind, event.item_id = object_id, self.id_field, item_id
         if timestamp is not None:
-            event.occurred_at = datetime.fromtimestamp(timestamp, timezone.utc)
+            event.occurred_at = datetime.fromtimestamp(timestamp, UTC)
             event.original_time = str(timestamp)
         return event
 

@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 __all__ = ["EmitSchema", "ScalarOrString", "check_value"]
 
 
-class ScalarOrString(fields.Field):
+class ScalarOrString(fields.Field[str]):
     """An id that clients send as a string or a number; kept as a string.
 
     Booleans and floats with a fraction are refused: ``True`` is not an id.

@@ -36,7 +36,9 @@ def make_cortex_event_schema(id_field: str, max_length: int) -> type[Schema]:
                 if key in known:
                     continue
                 if len(key) > MAX_KEY_LENGTH:
-                    errors[key[:40] + "..."] = [f"Parameter names are limited to {MAX_KEY_LENGTH} characters."]
+                    errors[key[:40] + "..."] = [
+                        f"Parameter names are limited to {MAX_KEY_LENGTH} characters."
+                    ]
                 elif value is not None and not isinstance(value, (str, int, float, bool)):
                     errors[key] = ["Custom parameters must be a string, number or boolean."]
                 elif isinstance(value, str) and len(value) > max_length:
@@ -44,7 +46,7 @@ def make_cortex_event_schema(id_field: str, max_length: int) -> type[Schema]:
             if errors:
                 raise ValidationError(errors)
 
-    id_schema = fields.String(required=True, validate=text)
+    id_schema: fields.Field[str] = fields.String(required=True, validate=text)
     if id_field == "item_id":
         id_schema = ScalarOrString(required=True, validate=text)
-    return CortexEventSchema.from_dict({id_field: id_schema}, name="CortexEvent")  # type: ignore[return-value]
+    return CortexEventSchema.from_dict({id_field: id_schema}, name="CortexEvent")

@@ -91,9 +91,7 @@ class EventTimestamp(fields.Field[datetime]):
         if isinstance(value, int) and not isinstance(value, bool):
             if not 0 <= value <= MAX_TIMESTAMP_MS:
                 raise self.make_error("invalid")
-            return datetime.fromtimestamp(value // 1000, UTC).replace(
-                microsecond=value % 1000 * 1000
-            )
+            return datetime.fromtimestamp(value // 1000, UTC).replace(microsecond=value % 1000 * 1000)
         return IsoTime(error_messages=self.error_messages)._deserialize(value, attr, data)
 
 

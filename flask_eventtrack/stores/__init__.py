@@ -128,7 +128,7 @@ class Store(abc.ABC):
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` if the store cannot be reached."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a store may hold nothing to release
         """Release connections held by this process."""
 
     def cap_payload(self, payload: str | None) -> str | None:
@@ -175,8 +175,7 @@ def store_from_url(url: str, **options: Any) -> Store:
     target = SCHEMES.get(scheme)
     if target is None:
         raise ConfigurationError(
-            f"Unknown store URL scheme {scheme!r} in {url!r}."
-            f" Known schemes: {', '.join(sorted(SCHEMES))}."
+            f"Unknown store URL scheme {scheme!r} in {url!r}. Known schemes: {', '.join(sorted(SCHEMES))}."
         )
     module_name, _, class_name = target.partition(":")
     try:

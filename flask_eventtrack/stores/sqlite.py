@@ -33,7 +33,7 @@ migrations = Migrations("flask_eventtrack")
 @migrations()
 def m001_initial(db: Database) -> None:
     """Version 1 of the schema. Later releases add ``m002_...`` functions."""
-    db["events"].create(
+    db.table("events").create(
         {
             "id": str,
             "tenant": str,
@@ -54,14 +54,14 @@ def m001_initial(db: Database) -> None:
         not_null={"tenant", "source", "type", "occurred_at", "received_at", "props"},
         if_not_exists=True,
     )
-    db["events"].create_index(["tenant", "type", "occurred_at"], if_not_exists=True)
-    db["events"].create_index(["user", "occurred_at"], if_not_exists=True)
+    db.table("events").create_index(["tenant", "type", "occurred_at"], if_not_exists=True)
+    db.table("events").create_index(["user", "occurred_at"], if_not_exists=True)
     # Partial unique index: events without a dedup key never conflict.
     db.execute(
         "CREATE UNIQUE INDEX IF NOT EXISTS idx_events_dedup"
         " ON events (tenant, source, dedup_key) WHERE dedup_key IS NOT NULL"
     )
-    db["rejected"].create(
+    db.table("rejected").create(
         {
             "id": str,
             "tenant": str,
@@ -75,22 +75,22 @@ def m001_initial(db: Database) -> None:
         pk="id",
         if_not_exists=True,
     )
-    db["rejected"].create_index(["tenant", "source", "received_at"], if_not_exists=True)
-    db["identity_links"].create(
+    db.table("rejected").create_index(["tenant", "source", "received_at"], if_not_exists=True)
+    db.table("identity_links").create(
         {"tenant": str, "user": str, "target": str, "created_at": str},
         pk=("tenant", "user", "target"),
         if_not_exists=True,
     )
-    db["identity_links"].create_index(["target"], if_not_exists=True)
+    db.table("identity_links").create_index(["target"], if_not_exists=True)
     # The catalog part of event definitions; count and last_seen are derived
     # from the events table when read, so the write path touches this table
     # only when a type or a parameter name is new.
-    db["definitions"].create(
+    db.table("definitions").create(
         {"tenant": str, "source": str, "name": str, "first_seen": str, "params": str},
         pk=("tenant", "source", "name"),
         if_not_exists=True,
     )
-    db["api_keys"].create(
+    db.table("api_keys").create(
         {
             "id": str,
             "tenant": str,
@@ -103,13 +103,13 @@ def m001_initial(db: Database) -> None:
         pk="id",
         if_not_exists=True,
     )
-    db["api_keys"].create_index(["key_hash"], unique=True, if_not_exists=True)
+    db.table("api_keys").create_index(["key_hash"], unique=True, if_not_exists=True)
 
 
 @migrations()
 def m002_profiles(db: Database) -> None:
     """Profiles of the profile events API: attributes per hashed user key."""
-    db["profiles"].create(
+    db.table("profiles").create(
         {
             "tenant": str,
             "user_key": str,
@@ -133,9 +133,7 @@ _ON_KEY = " ON CONFLICT (tenant, source, dedup_key) WHERE dedup_key IS NOT NULL"
 _INSERT_FIRST_WINS = _INSERT + _ON_KEY + " DO NOTHING"
 # Replacing keeps the stored id and occurred_at; everything else is the new event's.
 _INSERT_REPLACE = (
-    _INSERT
-    + _ON_KEY
-    + " DO UPDATE SET user_kind=excluded.user_kind, item_type=excluded.item_type,"
+    _INSERT + _ON_KEY + " DO UPDATE SET user_kind=excluded.user_kind, item_type=excluded.item_type,"
     " item_id=excluded.item_id, received_at=excluded.received_at,"
     " original_time=excluded.original_time, props=excluded.props, status=excluded.status"
     " RETURNING id"
@@ -181,8 +179,8 @@ def _event_row(event: Event) -> tuple[Any, ...]:
         event.user_kind,
         event.item_type,
         event.item_id,
-        format_time(event.occurred_at),  # type: ignore[arg-type]
-        format_time(event.received_at),  # type: ignore[arg-type]
+        format_time(event.occurred_at),
+        format_time(event.received_at),
         event.original_time,
         _dumps(event.props),
         event.dedup_key,
@@ -345,8 +343,11 @@ class SQLiteStore(Store):
             if hit:
                 minutes = event.once_per.total_seconds() / 60
                 rejected.append(
-                    self._duplicate(event, f"a {event.type!r} event for this user was already"
-                                    f" recorded within {minutes:g} minutes")
+                    self._duplicate(
+                        event,
+                        f"a {event.type!r} event for this user was already"
+                        f" recorded within {minutes:g} minutes",
+                    )
                 )
                 return
         row = _event_row(event)
@@ -365,8 +366,7 @@ class SQLiteStore(Store):
             conn.execute(_INSERT, row)
         if event.links_to:
             conn.execute(
-                "INSERT OR IGNORE INTO identity_links (tenant, user, target, created_at)"
-                " VALUES (?,?,?,?)",
+                "INSERT OR IGNORE INTO identity_links (tenant, user, target, created_at) VALUES (?,?,?,?)",
                 (event.tenant, event.user, event.links_to, row[9]),
             )
         if event.merge_profile and event.user:
@@ -416,7 +416,7 @@ class SQLiteStore(Store):
         known = self._known
         new = [(g, params) for g, params in groups.items() if g not in known or not params <= known[g]]
         if new:
-            seen = format_time(events[0].received_at)  # type: ignore[arg-type]
+            seen = format_time(events[0].received_at)
             conn.executemany(
                 _UPSERT_DEFINITION,
                 [(*group, seen, _dumps(sorted(params))) for group, params in new],
@@ -519,7 +519,8 @@ class SQLiteStore(Store):
         sql = (
             "SELECT d.tenant, d.source, d.name, d.first_seen, e.last_seen, coalesce(e.count, 0) AS count,"
             " d.params FROM definitions d LEFT JOIN ("
-            f"  SELECT tenant, source, type, max(received_at) AS last_seen, count(*) AS count FROM events{only}"
+            "  SELECT tenant, source, type, max(received_at) AS last_seen, count(*) AS count"
+            f"  FROM events{only}"
             "  GROUP BY tenant, source, type"
             ") e ON e.tenant = d.tenant AND e.source = d.source AND e.type = d.name"
         )
@@ -534,8 +535,7 @@ class SQLiteStore(Store):
     def add_key(self, key_id: str, tenant: str, kind: str, key_hash: str, label: str) -> None:
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO api_keys (id, tenant, kind, key_hash, label, created_at)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT INTO api_keys (id, tenant, kind, key_hash, label, created_at) VALUES (?,?,?,?,?,?)",
                 (key_id, tenant, kind, key_hash, label, format_time(utcnow())),
             )
 
@@ -675,4 +675,3 @@ class _Transaction:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise self.store._unavailable(err) from err
-
