@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -66,6 +66,75 @@ class Store(abc.ABC):
     def __init__(self, url: str, *, payload_limit: int = 4096, **options: Any) -> None:
         self.url = url
         self.payload_limit = payload_limit
+        #: (tenant, source, type) -> parameter names this process already put in
+        #: the definitions catalog; see :meth:`new_definitions`.
+        self._known: dict[tuple[str, str, str], frozenset[str]] = {}
+
+    # -- helpers shared by the SQL stores ------------------------------------
+    def new_definitions(self, events: Sequence[Event]) -> list[tuple[tuple[str, str, str], frozenset[str]]]:
+        """The (type, parameter names) of ``events`` the catalog may not have yet.
+
+        The common case, a known type with known parameters, returns nothing, so
+        the write path touches the catalog only when something is new. Sorted,
+        so concurrent writers lock catalog rows in one order.
+        """
+        groups: dict[tuple[str, str, str], set[str]] = {}
+        for e in events:
+            group = (e.tenant, e.source, e.type)
+            params = groups.get(group)
+            if params is None:
+                groups[group] = set(e.props)
+            elif e.props:
+                params.update(e.props)
+        known = self._known
+        return sorted(
+            (group, frozenset(params))
+            for group, params in groups.items()
+            if group not in known or not params <= known[group]
+        )
+
+    def remember_definitions(self, new: Sequence[tuple[tuple[str, str, str], frozenset[str]]]) -> None:
+        """Call after COMMIT with what :meth:`new_definitions` returned."""
+        for group, params in new:
+            self._known[group] = self._known.get(group, frozenset()) | params
+
+    @staticmethod
+    def where_clause(
+        query: EventQuery,
+        *,
+        rejected: bool,
+        param: str,
+        users: Callable[[Sequence[str]], tuple[str, list[Any]]],
+        time_value: Callable[[datetime], Any],
+    ) -> tuple[str, list[Any]]:
+        """`` WHERE ...`` and its arguments for ``query``; column names are fixed,
+        only values are parameters. ``param`` is the driver's placeholder and
+        ``users`` renders the user filter (``IN (...)`` or ``= ANY(...)``)."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column in ("tenant", "source", "type"):
+            value = getattr(query, column)
+            if value is not None:
+                clauses.append(f"{column} = {param}")
+                args.append(value)
+        if not rejected:
+            if query.users is not None:
+                clause, values = users(query.users)
+                clauses.append(clause)
+                args.extend(values)
+            for column in ("item_type", "item_id"):
+                value = getattr(query, column)
+                if value is not None:
+                    clauses.append(f"{column} = {param}")
+                    args.append(value)
+        time_column = "received_at" if rejected else "occurred_at"
+        if query.since is not None:
+            clauses.append(f"{time_column} >= {param}")
+            args.append(time_value(query.since))
+        if query.until is not None:
+            clauses.append(f"{time_column} < {param}")
+            args.append(time_value(query.until))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     # -- writing ---------------------------------------------------------
     @abc.abstractmethod

@@ -53,7 +53,6 @@ from .postgres_sql import (
 
 __all__ = ["PostgresStore"]
 
-_NOTHING: frozenset[str] = frozenset()
 #: Plain batches larger than this go in with COPY (which cannot be pipelined).
 _COPY_FROM = 100
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -111,7 +110,6 @@ class PostgresStore(Store):
             connect_timeout=self.connect_timeout,
             retry_after=self.retry_after,
         )
-        self._known: dict[tuple[str, str, str], frozenset[str]] = {}
 
     def _rows(self, query: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self._db.rows(query, args)
@@ -150,8 +148,7 @@ class PostgresStore(Store):
         # in one pipelined round trip before COMMIT; large ones go in with COPY.
         pipeline = len(storable) <= _COPY_FROM and not any(e.has_directives for e, _ in storable)
         result, rejected, new_definitions = self._db.transact(work, pipeline=pipeline)
-        for group, params in new_definitions:  # committed: remember them
-            self._known[group] = self._known.get(group, _NOTHING) | params
+        self.remember_definitions(new_definitions)  # committed: remember them
         result.rejected = rejected
         return result
 
@@ -268,25 +265,8 @@ class PostgresStore(Store):
         )
 
     def _update_definitions(self, cur: psycopg.Cursor[Any], events: Sequence[Event]) -> list[Any]:
-        """Record new types and parameter names; returns what to remember after COMMIT.
-
-        ``self._known`` is what this process already wrote, so the common case
-        (a known type with known parameters) costs no SQL at all.
-        """
-        groups: dict[tuple[str, str, str], set[str]] = {}
-        for e in events:
-            group = (e.tenant, e.source, e.type)
-            params = groups.get(group)
-            if params is None:
-                groups[group] = set(e.props)
-            elif e.props:
-                params.update(e.props)
-        known = self._known
-        new = sorted(
-            (group, frozenset(params))
-            for group, params in groups.items()
-            if group not in known or not params <= known[group]
-        )  # sorted: concurrent writers lock catalog rows in one order
+        """Record new types and parameter names; returns what to remember after COMMIT."""
+        new = self.new_definitions(events)
         if new:
             seen = to_ms(events[0].received_at)  # type: ignore[arg-type]
             cur.executemany(
@@ -295,32 +275,15 @@ class PostgresStore(Store):
         return new
 
     # -- reading ---------------------------------------------------------
-    @staticmethod
-    def _where(query: EventQuery, *, rejected: bool = False) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        time_column = "received_at" if rejected else "occurred_at"
-        for column in ("tenant", "source", "type"):
-            value = getattr(query, column)
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                args.append(value)
-        if not rejected:
-            if query.users is not None:
-                clauses.append('"user" = ANY(%s)')
-                args.append(list(query.users))
-            for column in ("item_type", "item_id"):
-                value = getattr(query, column)
-                if value is not None:
-                    clauses.append(f"{column} = %s")
-                    args.append(value)
-        if query.since is not None:
-            clauses.append(f"{time_column} >= %s")
-            args.append(to_ms(query.since))
-        if query.until is not None:
-            clauses.append(f"{time_column} < %s")
-            args.append(to_ms(query.until))
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+    @classmethod
+    def _where(cls, query: EventQuery, *, rejected: bool = False) -> tuple[str, list[Any]]:
+        return cls.where_clause(
+            query,
+            rejected=rejected,
+            param="%s",
+            users=lambda users: ('"user" = ANY(%s)', [list(users)]),
+            time_value=to_ms,
+        )
 
     def _select(self, table: str, query: EventQuery, order: str) -> Iterator[dict[str, Any]]:
         where, args = self._where(query, rejected=table == "rejected")

@@ -153,8 +153,6 @@ _WITHIN_WINDOW = (
     "SELECT 1 FROM events WHERE user = ? AND occurred_at > ? AND occurred_at < ?"
     " AND tenant = ? AND source = ? AND type = ? LIMIT 1"
 )
-_NOTHING: frozenset[str] = frozenset()
-
 # This process's id, kept current across fork() without a getpid() system call
 # on every connection lookup: a forked worker must open its own connections.
 _pid = os.getpid()
@@ -242,7 +240,6 @@ class SQLiteStore(Store):
         self.busy_timeout = int(busy_timeout)
         self.retry_after = retry_after
         self._local = threading.local()
-        self._known: dict[tuple[str, str, str], frozenset[str]] = {}
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         self._migrate()
@@ -314,8 +311,7 @@ class SQLiteStore(Store):
             new_definitions = self._update_definitions(conn, result.stored) if result.stored else ()
             if rejected:
                 conn.executemany(_INSERT_REJECTED, [self._rejection_row(r) for r in rejected])
-        for group, params in new_definitions:  # committed: remember them
-            self._known[group] = self._known.get(group, _NOTHING) | params
+        self.remember_definitions(new_definitions)  # committed: remember them
         result.rejected = rejected
         return result
 
@@ -400,21 +396,8 @@ class SQLiteStore(Store):
         )
 
     def _update_definitions(self, conn: sqlite3.Connection, events: Sequence[Event]) -> list[Any]:
-        """Record new types and parameter names; returns what to remember after COMMIT.
-
-        ``self._known`` caches what this process already wrote, so the common
-        case (a known type with known parameters) costs no SQL at all.
-        """
-        groups: dict[tuple[str, str, str], set[str]] = {}
-        for e in events:
-            group = (e.tenant, e.source, e.type)
-            params = groups.get(group)
-            if params is None:
-                groups[group] = set(e.props)
-            elif e.props:
-                params.update(e.props)
-        known = self._known
-        new = [(g, params) for g, params in groups.items() if g not in known or not params <= known[g]]
+        """Record new types and parameter names; returns what to remember after COMMIT."""
+        new = self.new_definitions(events)
         if new:
             seen = format_time(events[0].received_at)
             conn.executemany(
@@ -424,32 +407,15 @@ class SQLiteStore(Store):
         return new
 
     # -- reading ---------------------------------------------------------
-    @staticmethod
-    def _where(query: EventQuery, *, rejected: bool = False) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        time_column = "received_at" if rejected else "occurred_at"
-        for column in ("tenant", "source", "type"):
-            value = getattr(query, column)
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        if not rejected:
-            if query.users is not None:
-                clauses.append(f"user IN ({','.join('?' * len(query.users))})")
-                args.extend(query.users)
-            for column in ("item_type", "item_id"):
-                value = getattr(query, column)
-                if value is not None:
-                    clauses.append(f"{column} = ?")
-                    args.append(value)
-        if query.since is not None:
-            clauses.append(f"{time_column} >= ?")
-            args.append(format_time(query.since))
-        if query.until is not None:
-            clauses.append(f"{time_column} < ?")
-            args.append(format_time(query.until))
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+    @classmethod
+    def _where(cls, query: EventQuery, *, rejected: bool = False) -> tuple[str, list[Any]]:
+        return cls.where_clause(
+            query,
+            rejected=rejected,
+            param="?",
+            users=lambda users: (f"user IN ({','.join('?' * len(users))})", list(users)),
+            time_value=format_time,
+        )
 
     def _select(self, table: str, query: EventQuery, order: str) -> Iterator[sqlite3.Row]:
         where, args = self._where(query, rejected=table == "rejected")
