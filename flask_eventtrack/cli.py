@@ -82,7 +82,8 @@ def export(
     if raw_user is not None:
         if rejected:
             raise click.UsageError("--user cannot be combined with --rejected.")
-        query.users = store.linked_users(state.pipeline.user_key(raw_user))
+        # Logins stitch users within a tenant; without --tenant every tenant's links count.
+        query.users = store.linked_users(state.pipeline.user_key(raw_user), tenant)
     if rejected:
         rows: Iterable[dict[str, Any]] = (r.to_dict() for r in store.iter_rejected(query))
         fields: tuple[str, ...] = REJECTED_FIELDS

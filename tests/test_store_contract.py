@@ -170,7 +170,12 @@ def test_links_are_followed_through_chains_and_cycles(store: Store) -> None:
     assert store.linked_users("anon2") == ["anon2"]
     store.write([ev("login", user="known", links_to="anon2")])  # a cycle still terminates
     assert sorted(store.linked_users("anon2")) == ["anon1", "anon2", "known"]
-    assert store.count_events(EventQuery(type="login")) == 4
+    # Links are per tenant: another tenant's login never stitches these users.
+    store.write([ev("login", tenant="t2", user="stranger", links_to="known")])
+    assert sorted(store.linked_users("known", "t1")) == ["anon1", "anon2", "known"]
+    assert "stranger" in store.linked_users("known", "t2") and "anon1" not in store.linked_users("known", "t2")
+    assert "stranger" in store.linked_users("known")  # None: every tenant (operator tools)
+    assert store.count_events(EventQuery(type="login")) == 5
 
 
 def test_a_failed_write_keeps_nothing(store: Store) -> None:

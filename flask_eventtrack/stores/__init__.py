@@ -157,9 +157,11 @@ class Store(abc.ABC):
         """The rejected log; ``users``/``item_*`` filters do not apply."""
 
     @abc.abstractmethod
-    def linked_users(self, user: str) -> list[str]:
+    def linked_users(self, user: str, tenant: str | None = None) -> list[str]:
         """``user`` and every user that was linked to it, directly or through a
-        chain of links (identity stitching)."""
+        chain of links (identity stitching). With ``tenant``, only that tenant's
+        links are followed: a tenant never stitches another tenant's users.
+        ``None`` follows every tenant's links (operator tools only)."""
 
     @abc.abstractmethod
     def stats(self) -> list[dict[str, Any]]:

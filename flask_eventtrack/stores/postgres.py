@@ -313,12 +313,13 @@ class PostgresStore(Store):
                 received_at=as_utc(row["received_at"]),
             )
 
-    def linked_users(self, user: str) -> list[str]:
+    def linked_users(self, user: str, tenant: str | None = None) -> list[str]:
         rows = self._rows(
             'WITH RECURSIVE linked(u) AS (SELECT %s::text COLLATE "C" UNION'
-            ' SELECT l."user" FROM identity_links l JOIN linked ON l.target = linked.u)'
+            ' SELECT l."user" FROM identity_links l JOIN linked ON l.target = linked.u'
+            " WHERE %s::text IS NULL OR l.tenant = %s)"
             " SELECT u FROM linked",
-            (user,),
+            (user, tenant, tenant),
         )
         return [row["u"] for row in rows]
 

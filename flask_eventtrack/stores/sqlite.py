@@ -456,12 +456,13 @@ class SQLiteStore(Store):
                 received_at=parse_time(row["received_at"]),
             )
 
-    def linked_users(self, user: str) -> list[str]:
+    def linked_users(self, user: str, tenant: str | None = None) -> list[str]:
         rows = self.conn.execute(
             "WITH RECURSIVE linked(u) AS (SELECT ? UNION"
-            " SELECT l.user FROM identity_links l JOIN linked ON l.target = linked.u)"
+            " SELECT l.user FROM identity_links l JOIN linked ON l.target = linked.u"
+            " WHERE ? IS NULL OR l.tenant = ?)"
             " SELECT u FROM linked",
-            (user,),
+            (user, tenant, tenant),
         ).fetchall()
         return [row[0] for row in rows]
 
