@@ -8,6 +8,7 @@ only keyed hashes exist, so neither hooks nor the store ever see a raw id
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from .stores import Store
 
 __all__ = ["Hooks", "Pipeline", "Reject"]
+
+log = logging.getLogger("flask_eventtrack")
 
 
 class Reject(Exception):
@@ -112,14 +115,24 @@ class Pipeline:
             signals.event_received.send(sender, events=list(events))
         kept = self._apply_hooks(events, rejected) if self._has_hooks else list(events)
         result = self.store.write(kept, rejected)
+        # Committed: from here on nothing may turn the answer into an error, or
+        # the client would retry and store the events twice. A failing host hook
+        # or signal receiver is logged, not raised.
         for hook in self.hooks.after_store:
             for event in result.stored:
-                hook(event)
+                self._after_commit(hook, event)
         if result.stored and signals.event_stored.receivers:
-            signals.event_stored.send(sender, events=result.stored)
+            self._after_commit(signals.event_stored.send, sender, events=result.stored)
         if result.rejected and signals.event_rejected.receivers:
-            signals.event_rejected.send(sender, rejections=result.rejected)
+            self._after_commit(signals.event_rejected.send, sender, rejections=result.rejected)
         return result
+
+    @staticmethod
+    def _after_commit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:  # the events are committed: see submit()
+            log.exception("flask-eventtrack: a hook or signal receiver failed after the commit")
 
     @property
     def _has_hooks(self) -> bool:

@@ -36,7 +36,8 @@ def make_user_hasher(key: str | bytes) -> Callable[[str], str]:
 
     @lru_cache(maxsize=65536)  # the same users come back request after request
     def hash_user(user_id: str) -> str:
-        return hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+        # surrogatepass: any str hashes (valid UTF-8 text hashes exactly as UTF-8)
+        return hmac.new(secret, user_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
 
     return hash_user
 

@@ -108,6 +108,14 @@ def test_valid_items_of_a_batch_survive_invalid_ones(client: FlaskClient, state:
         (b'{"data": [{"user_id": "a\x00b", "type": "t"}]}', "application/json", "schema_violation", "NUL"),
         (b"[" * 100_000 + b"]" * 100_000, "application/json", "size_violation", "nested too deeply"),
         (b"\xff\xfe", "application/json", "invalid_json", "UTF-8"),
+        (b'{"data": [{"user_id": "\\ud800", "type": "t"}]}', "application/json", "invalid_json", "surrogate"),
+        (b'{"data": [{"user_id": "u", "type": "t", "p": NaN}]}', "application/json", "invalid_json", "NaN"),
+        (
+            b'{"data": [{"user_id": "u", "type": "t", "p": -Infinity}]}',
+            "application/json",
+            "invalid_json",
+            "NaN",
+        ),
     ],
 )
 def test_bad_bodies_are_200_and_logged_with_a_reason(
@@ -120,6 +128,43 @@ def test_bad_bodies_are_200_and_logged_with_a_reason(
     assert rejection["reason"] == reason
     assert words in rejection["message"]
     assert rejection["source"] == "cortex"
+
+
+def test_escapes_that_look_alike_are_kept(client: FlaskClient, state: EventTrackState) -> None:
+    # An escaped backslash before "u0000" is text, not NUL; a surrogate pair is one emoji.
+    body = b'{"data": [{"user_id": "u", "type": "t", "path": "C:\\\\u0000dir", "e": "\\ud83d\\ude00"}]}'
+    assert client.post(URL, data=body, content_type="application/json").status_code == 200
+    (event,) = events(state)
+    assert event["props"] == {"path": "C:\\u0000dir", "e": "\U0001f600"}
+    assert rejected(state) == []
+
+
+def test_chunked_body_over_the_limit_is_413_not_truncated(
+    client: FlaskClient, state: EventTrackState
+) -> None:
+    import io
+
+    body = json.dumps({"data": [{"user_id": "u", "type": "t", "pad": "x" * 1000}] * 1100}).encode()
+    assert len(body) > 1024 * 1024
+    response = client.post(
+        URL,
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    (rejection,) = rejected(state)
+    assert rejection["reason"] == "size_violation"
+    small = json.dumps({"data": [{"user_id": "u", "type": "t"}]}).encode()
+    response = client.post(
+        URL,
+        input_stream=io.BytesIO(small),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200 and len(events(state)) == 1
 
 
 def test_long_strings_are_refused(client: FlaskClient, state: EventTrackState) -> None:

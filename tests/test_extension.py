@@ -246,3 +246,41 @@ def test_event_ids_are_uuid7_and_time_ordered() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert all(uuid.UUID(i).version == 7 for i in ids[:10])
+
+
+def test_a_failing_after_store_hook_or_receiver_does_not_undo_the_answer(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    track = EventTrack()
+
+    @track.after_store
+    def boom(event: Event) -> None:
+        raise RuntimeError("host hook bug")
+
+    app = make_app(tmp_path)
+    track.init_app(app)
+
+    def bad_receiver(sender: Any, **kwargs: Any) -> None:
+        raise ValueError("receiver bug")
+
+    body = {"data": [{"user_id": "u", "type": "purchase"}]}
+    with event_stored.connected_to(bad_receiver):
+        response = app.test_client().post("/cortex", json=body)
+    assert response.status_code == 200  # committed, so acknowledged: a retry would duplicate it
+    assert get_state(app).store.count_events(EventQuery()) == 1
+    failures = [r for r in caplog.records if "failed after the commit" in r.getMessage()]
+    assert len(failures) == 2 and {type(r.exc_info[1]) for r in failures} == {RuntimeError, ValueError}
+
+
+def test_definition_parameter_names_are_capped(tmp_path: Any) -> None:
+    from flask_eventtrack.stores import MAX_DEFINITION_PARAMS
+
+    app = make_app(tmp_path)
+    EventTrack(app)
+    client = app.test_client()
+    for batch in range(3):
+        keys = {f"k{batch}_{i:04d}": 1 for i in range(200)}
+        client.post("/cortex", json={"data": [{"user_id": "u", "type": "spam", **keys}]})
+    (definition,) = get_state(app).store.definitions()
+    assert len(definition["params"]) == MAX_DEFINITION_PARAMS
+    assert definition["count"] == 3  # every event is still stored

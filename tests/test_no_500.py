@@ -23,6 +23,7 @@ from flask_eventtrack.tokens import Tokens, app_secret_keys
 ODD_VALUES: list[Any] = [
     None, True, False, 0, -1, 2**63, 1.5, float("1e308"), "", "x" * 5000, "\u202e", "😀", "a\\b",
     [], [1, [2, [3]]], {}, {"a": {"b": {"c": {}}}}, "2022-13-45T99:00:00Z", "NaN",
+    "\ud800", float("nan"), float("-inf"), 10**400,
 ]  # fmt: skip
 
 

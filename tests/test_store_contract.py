@@ -143,6 +143,7 @@ def test_replace_keeps_id_and_occurred_at(store: Store) -> None:
     result = store.write([newer])
     assert result.replaced == [newer] and result.stored == [newer] and result.rejected == []
     assert newer.id == original.id
+    assert newer.occurred_at == T0  # what hooks and signals see is what was stored
     (kept,) = events(store)
     assert (kept.id, kept.occurred_at, kept.received_at) == (original.id, T0, later)
     assert kept.props == {"v": 2} and kept.item_id == "9"
@@ -173,7 +174,9 @@ def test_links_are_followed_through_chains_and_cycles(store: Store) -> None:
     # Links are per tenant: another tenant's login never stitches these users.
     store.write([ev("login", tenant="t2", user="stranger", links_to="known")])
     assert sorted(store.linked_users("known", "t1")) == ["anon1", "anon2", "known"]
-    assert "stranger" in store.linked_users("known", "t2") and "anon1" not in store.linked_users("known", "t2")
+    assert "stranger" in store.linked_users("known", "t2") and "anon1" not in store.linked_users(
+        "known", "t2"
+    )
     assert "stranger" in store.linked_users("known")  # None: every tenant (operator tools)
     assert store.count_events(EventQuery(type="login")) == 5
 

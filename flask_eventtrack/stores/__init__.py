@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigurationError
 from ..events import Event, Rejection
 
-__all__ = ["EventQuery", "Store", "WriteResult", "store_from_url"]
+__all__ = ["EventQuery", "Store", "WriteResult", "clean", "store_from_url", "unstorable"]
 
 #: scheme -> "module:Class"; imported only when a URL asks for it.
 SCHEMES: dict[str, str] = {
@@ -27,6 +27,31 @@ SCHEMES: dict[str, str] = {
     "postgresql": "flask_eventtrack.stores.postgres:PostgresStore",
     "postgres": "flask_eventtrack.stores.postgres:PostgresStore",
 }
+
+
+def unstorable(text: str) -> bool:
+    """PostgreSQL text cannot hold NUL, and UTF-8 cannot hold a lone surrogate."""
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def clean(text: str | None) -> str | None:
+    """Rejected-log text is kept even when it cannot be stored as sent."""
+    if text is None or not unstorable(text):
+        return text
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+#: Parameter names kept per event definition: a client sending ever new keys
+#: must not grow one catalog row (and each worker's memory) without bound.
+MAX_DEFINITION_PARAMS = 256
 
 
 @dataclass
@@ -87,11 +112,16 @@ class Store(abc.ABC):
             elif e.props:
                 params.update(e.props)
         known = self._known
-        return sorted(
-            (group, frozenset(params))
-            for group, params in groups.items()
-            if group not in known or not params <= known[group]
-        )
+        new = []
+        for group, params in groups.items():
+            have = known.get(group)
+            if have is None or not params <= have:
+                room = MAX_DEFINITION_PARAMS - len(have or ())
+                if have is not None and room <= 0:
+                    continue  # the catalog keeps the first names only
+                extra = sorted(params - (have or frozenset()))[: max(room, 0)]
+                new.append((group, frozenset(extra)))
+        return sorted(new)
 
     def remember_definitions(self, new: Sequence[tuple[tuple[str, str, str], frozenset[str]]]) -> None:
         """Call after COMMIT with what :meth:`new_definitions` returned."""

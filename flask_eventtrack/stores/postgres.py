@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import ConfigurationError
 from ..events import Event, Rejection, new_event_id, utcnow
-from . import EventQuery, Store, WriteResult
+from . import EventQuery, Store, WriteResult, clean, unstorable
 from .postgres_pool import Connections
 from .postgres_sql import (
     COLUMNS,
@@ -42,13 +42,11 @@ from .postgres_sql import (
     as_text,
     as_utc,
     ascii_dumps,
-    clean,
     dumps,
     event_row,
     lock_key,
     row_event,
     to_ms,
-    unstorable,
 )
 
 __all__ = ["PostgresStore"]
@@ -216,9 +214,9 @@ class PostgresStore(Store):
                 return
         if event.dedup_key and event.replace:
             cur.execute(INSERT_REPLACE, row)
-            (kept_id,) = cur.fetchone()  # type: ignore[misc]
-            if kept_id != event.id:
-                event.id = kept_id
+            kept_id, kept_at = cur.fetchone()  # type: ignore[misc]
+            if kept_id != event.id:  # replaced: hooks see the stored identity and time
+                event.id, event.occurred_at = kept_id, as_utc(kept_at)
                 result.replaced.append(event)
         elif event.dedup_key:
             cur.execute(INSERT_FIRST_WINS, row)

@@ -25,7 +25,7 @@ INSERT_REPLACE = (
     INSERT + ON_KEY + " DO UPDATE SET user_kind=excluded.user_kind, item_type=excluded.item_type,"
     " item_id=excluded.item_id, received_at=excluded.received_at,"
     " original_time=excluded.original_time, props=excluded.props, status=excluded.status"
-    " RETURNING id"
+    " RETURNING id, occurred_at"
 )
 INSERT_REJECTED = (
     "INSERT INTO rejected (id, tenant, source, type, reason, message, payload, received_at)"
@@ -74,26 +74,6 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 def as_text(value: datetime | None) -> str | None:
     return None if value is None else format_time(value)
-
-
-def unstorable(text: str) -> bool:
-    """PostgreSQL text cannot hold NUL, and UTF-8 cannot hold a lone surrogate."""
-    if "\x00" in text:
-        return True
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def clean(text: str | None) -> str | None:
-    """Rejected-log text is kept even when it cannot be stored as sent."""
-    if text is None or not unstorable(text):
-        return text
-    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def lock_key(*parts: str | None) -> int:

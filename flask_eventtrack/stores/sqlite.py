@@ -23,7 +23,7 @@ from sqlite_utils import Database, Migrations
 
 from ..errors import ConfigurationError, StoreUnavailable
 from ..events import Event, Rejection, format_time, new_event_id, parse_time, utcnow
-from . import EventQuery, Store, WriteResult
+from . import EventQuery, Store, WriteResult, clean
 
 log = logging.getLogger("flask_eventtrack")
 
@@ -136,7 +136,7 @@ _INSERT_REPLACE = (
     _INSERT + _ON_KEY + " DO UPDATE SET user_kind=excluded.user_kind, item_type=excluded.item_type,"
     " item_id=excluded.item_id, received_at=excluded.received_at,"
     " original_time=excluded.original_time, props=excluded.props, status=excluded.status"
-    " RETURNING id"
+    " RETURNING id, occurred_at"
 )
 _INSERT_REJECTED = (
     "INSERT INTO rejected (id, tenant, source, type, reason, message, payload, received_at)"
@@ -348,9 +348,9 @@ class SQLiteStore(Store):
                 return
         row = _event_row(event)
         if event.dedup_key and event.replace:
-            (kept_id,) = conn.execute(_INSERT_REPLACE, row).fetchone()
-            if kept_id != event.id:
-                event.id = kept_id
+            kept_id, kept_at = conn.execute(_INSERT_REPLACE, row).fetchone()
+            if kept_id != event.id:  # replaced: hooks see the stored identity and time
+                event.id, event.occurred_at = kept_id, parse_time(kept_at)
                 result.replaced.append(event)
         elif event.dedup_key:
             if conn.execute(_INSERT_FIRST_WINS, row).rowcount == 0:
@@ -386,12 +386,12 @@ class SQLiteStore(Store):
     def _rejection_row(self, r: Rejection) -> tuple[Any, ...]:
         return (
             r.id or new_event_id(),
-            r.tenant,
-            r.source,
-            r.type,
-            r.reason,
-            r.message,
-            self.cap_payload(r.payload),
+            clean(r.tenant),
+            clean(r.source),
+            clean(r.type),
+            clean(r.reason),
+            clean(r.message),
+            clean(self.cap_payload(r.payload)),
             format_time(r.received_at or utcnow()),
         )
 
