@@ -328,3 +328,26 @@ def test_timestamps_are_utc(client: FlaskClient, state: EventTrackState) -> None
     client.post(URL, json={"data": [{"user_id": "u", "type": "t", "timestamp": 1}]})
     (event,) = state.store.iter_events(EventQuery())
     assert event.occurred_at == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+
+
+def test_raw_ids_never_reach_the_database_file_even_when_rejected(
+    client: FlaskClient, state: EventTrackState, signed_client: Any
+) -> None:
+    from pathlib import Path
+
+    client.post(URL, json={"data": [{"user_id": "carol@example.com", "type": "click", "nested": {"a": 1}}]})
+    client.post(URL, data=b'{"data": [{"user_id": "dave@example.com"', content_type="application/json")
+    client.post(URL, json={"data": {"user_id": "erin@example.com"}})
+    client.post(URL, json={"data": [{"user_id": "frank@example.com", "type": "t"}] * 1001})
+    client.post(URL, json={"data": [{"user_id": "gina@example.com", "type": "t"}]})  # accepted
+    signed, _ = signed_client  # the same database file, with signatures required
+    signed.post(URL, json={"data": [{"user_id": "hank@example.com", "type": "t"}]})  # no signature
+    path = Path(state.store.path)  # type: ignore[attr-defined]
+    raw = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    assert b"example.com" not in raw
+    reasons = [r["reason"] for r in rejected(state)]
+    expected = ["schema_violation", "invalid_json", "schema_violation", "size_violation", "signature_failure"]
+    assert reasons == expected
+    first = json.loads(rejected(state)[0]["payload"])
+    assert first["user_id"] == "hash:" + state.pipeline.user_key("carol@example.com")
+    assert rejected(state)[1]["payload"] is None  # unparsable: ids in it could not be hashed

@@ -62,31 +62,56 @@ class CortexReader:
         max_age = cfg["EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE"]
         self.max_age = int(max_age) if max_age else None
         self.schema: Schema = make_cortex_event_schema(self.id_field, self.max_length)()
+        self.hash_user = state.pipeline.hash_user
 
     def rejection(self, reason: str, message: str, payload: Any, type: str | None = None) -> Rejection:
-        if payload is not None and not isinstance(payload, str):
-            payload = json.dumps(payload, ensure_ascii=False, default=str)
+        """A rejected-log entry; object ids in the payload are replaced by their keyed hash."""
+        if payload is not None:
+            payload = json.dumps(self.redact(payload), ensure_ascii=False, default=str)
         return Rejection(reason, message, NAME, tenant=self.tenant, type=type, payload=payload)
 
+    def unparsed_rejection(self, reason: str, message: str, body: bytes) -> Rejection:
+        """A body that is not JSON: kept only when user ids are not hashed, since
+        ids in it cannot be found and hashed."""
+        payload = None if self.hash_user else body.decode("utf-8", "replace")
+        rejection = self.rejection(reason, message, None)
+        rejection.payload = payload
+        return rejection
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with every ``<id field>`` value hashed, wherever it is nested."""
+        if self.hash_user is None:
+            return value
+        if isinstance(value, list):
+            return [self.redact(item) for item in value]
+        if isinstance(value, dict):
+            return {
+                key: (
+                    f"hash:{self.hash_user(str(item))}"
+                    if key == self.id_field and isinstance(item, (str, int, float))
+                    else self.redact(item)
+                )
+                for key, item in value.items()
+            }
+        return value
+
     def read(self, body: bytes, signature: str | None) -> tuple[list[Event], list[Rejection]]:
-        raw = body.decode("utf-8", "replace")
         try:
             document = parse_json(body)
         except BadPayload as exc:
-            return [], [self.rejection(exc.reason, exc.description or "bad body", raw)]
+            return [], [self.unparsed_rejection(exc.reason, exc.description or "bad body", body)]
         if self.signature_required:
             try:
                 verify_body(body, signature, self.keys, self.max_age)
             except SignatureFailure as exc:
-                return [], [self.rejection("signature_failure", str(exc), raw)]
+                return [], [self.rejection("signature_failure", str(exc), document)]
         if not isinstance(document, dict) or not isinstance(document.get("data"), list):
-            return [], [
-                self.rejection("schema_violation", 'The body must be an object {"data": [event, ...]}.', raw)
-            ]
+            message = 'The body must be an object {"data": [event, ...]}.'
+            return [], [self.rejection("schema_violation", message, document)]
         items = document["data"]
         if len(items) > self.max_events:
             message = f"{len(items)} events in one request; the limit is {self.max_events}."
-            return [], [self.rejection("size_violation", message, raw)]
+            return [], [self.rejection("size_violation", message, document)]
         events: list[Event] = []
         rejections: list[Rejection] = []
         for index, item in enumerate(items):
