@@ -50,8 +50,16 @@ def cli() -> None:
     type=click.Choice(["cortex", "ibexa", "synerise", "profile", "app"]),
     help="Only this dialect.",
 )
-@click.option("--since", type=IsoTime(), help="Occurred at or after this time (ISO 8601; UTC if no offset).")
-@click.option("--until", type=IsoTime(), help="Occurred before this time (ISO 8601; UTC if no offset).")
+@click.option(
+    "--since",
+    type=IsoTime(),
+    help="At or after this time (ISO 8601; UTC if no offset): occurred_at, or received_at with --rejected.",
+)
+@click.option(
+    "--until",
+    type=IsoTime(),
+    help="Before this time (ISO 8601; UTC if no offset): occurred_at, or received_at with --rejected.",
+)
 @click.option(
     "--user", "raw_user", help="A raw user id: its events, and those of ids linked to it by logins."
 )

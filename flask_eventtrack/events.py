@@ -8,6 +8,7 @@ keyed hash before anything reaches a store or a hook.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,7 @@ def parse_time(value: str) -> datetime:
 
 _last_ms = 0
 _seq = 0
+_id_lock = threading.Lock()  # gthread workers: ids stay monotonic across threads
 
 
 def new_event_id() -> str:
@@ -89,17 +91,19 @@ def new_event_id() -> str:
     one process; the 62 random bits keep processes apart.
     """
     global _last_ms, _seq
-    ms = time.time_ns() // 1_000_000
-    if ms <= _last_ms:
-        _seq += 1
-        if _seq > 0xFFF:  # counter exhausted: borrow the next millisecond
-            _last_ms += 1
-            _seq = 0
-        ms = _last_ms
-    else:
-        _last_ms, _seq = ms, 0
+    with _id_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_ms:
+            _seq += 1
+            if _seq > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _last_ms += 1
+                _seq = 0
+            ms = _last_ms
+        else:
+            _last_ms, _seq = ms, 0
+        seq = _seq
     rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
-    value = (ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62) | rand
+    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

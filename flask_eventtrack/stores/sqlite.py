@@ -547,11 +547,6 @@ class SQLiteStore(Store):
             conn.close()
         self._local = threading.local()
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Run a read query on this thread's connection (for dialect helpers)."""
-        return self.conn.execute(sql, args).fetchall()
-
-    # -- profiles (profile events API) -------------------------------------
     def upsert_profile(
         self,
         tenant: str,
