@@ -62,7 +62,8 @@ def consumption(
 
     Consume events sent in steps (10%, 20%, ...) are all kept; this returns the
     maximum, whatever the order they arrived in. With ``user`` (a raw id), the
-    events of every id linked to it by logins count as that user's.
+    events of every id linked to it by logins *of the event's tenant* count as
+    that user's: one tenant's logins never stitch another tenant's users.
 
     :returns: rows ``tenant, user, item_type, item_id, percentage, events``,
         ``user`` being the stored key.
@@ -70,11 +71,18 @@ def consumption(
     state = state or get_state()
     users = None
     merged_user = None
+    linked: dict[str, set[str]] = {}  # per tenant: the ids its own logins link to ``user``
     if user is not None:
         merged_user = state.pipeline.user_key(user)
-        users = state.store.linked_users(merged_user)
+        # Without ``tenant``, every tenant's links: a superset, narrowed per event below.
+        users = state.store.linked_users(merged_user, tenant)
     best: dict[tuple[str, str, str, str], list[int]] = {}
     for event in _events(state, "consume", tenant=tenant, users=users, item_type=item_type, item_id=item_id):
+        if merged_user is not None and tenant is None:
+            if event.tenant not in linked:
+                linked[event.tenant] = set(state.store.linked_users(merged_user, event.tenant))
+            if event.user not in linked[event.tenant]:
+                continue
         key = (event.tenant, merged_user or event.user or "", event.item_type or "", event.item_id or "")
         percentage = event.props.get("percentage", FULL)
         row = best.setdefault(key, [percentage, 0])

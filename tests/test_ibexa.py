@@ -275,6 +275,37 @@ def test_raw_user_ids_never_reach_the_database_file(
     assert state.pipeline.user_key(raw_ids[0]).encode() in data
 
 
+def test_refused_requests_log_no_raw_user_id_whatever_their_shape(
+    client: FlaskClient, state: EventTrackState, store_url: str
+) -> None:
+    """Review finding 6: with the wrong number of segments, all-digit segments were
+    logged in clear; a user id sent as a query parameter was logged raw."""
+    urls = [
+        "/api/00000/click/987654321/1",  # the numeric user id, one segment short
+        "/api/00000/click/987654322/1/5/6",  # one segment too many
+        "/api/00000/click/u/1/5?userid=bob.secret@example.com",
+        "/api/00000/click/u/1/5?lang=de&user%69d=carol.secret@example.com",
+        "/api/00000/login/a/b?targetuserid=dave.secret@example.com&sourceuserid=x",
+    ]
+    for url in urls:
+        assert send(client, url).status_code == 400, url
+    payloads = [r.payload for r in rejected(state)]
+    assert len(payloads) == len(urls)
+    assert payloads[0] == "GET /api/00000/click/... (2 path segments)"
+    key = state.pipeline.user_key("bob.secret@example.com")
+    assert (
+        payloads[2] == f"GET /api/00000/click/<user:{state.pipeline.user_key('u')}>/1/5?userid=<user:{key}>"
+    )
+    assert payloads[3].endswith(
+        "?lang=de&user%69d=<user:" + state.pipeline.user_key("carol.secret@example.com") + ">"
+    )
+    path = Path(store_url.removeprefix("sqlite:///"))
+    data = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    assert b"/api/00000/click" in data  # the check reads the right files
+    for raw in (b"987654321", b"987654322", b"bob.secret", b"carol.secret", b"dave.secret"):
+        assert raw not in data, raw
+
+
 def test_store_down_is_503_with_retry_after(
     client: FlaskClient, state: EventTrackState, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -52,6 +54,39 @@ def test_consumption_of_an_account_includes_what_it_watched_before_login(
     ok(client, "/api/00000/consume/johndoe/3/466?percentage=30")
     (row,) = consumption(state, user="johndoe")
     assert (row["user"], row["percentage"], row["events"]) == (state.pipeline.user_key("johndoe"), 80, 2)
+
+
+@pytest.fixture
+def two_customers(config: dict[str, Any]) -> dict[str, Any]:
+    config["EVENTTRACK_IBEXA_CUSTOMERS"] = "11111,22222"
+    return config
+
+
+def test_another_tenants_login_does_not_change_a_users_consumption(
+    two_customers: dict[str, Any], client: FlaskClient, state: EventTrackState
+) -> None:
+    """Review finding 5: identity links are followed within the tenant of the events only."""
+    ok(client, "/api/11111/consume/victim/3/466?percentage=10")
+    ok(client, "/api/11111/consume/stranger/3/466?percentage=90")
+    ok(client, "/api/22222/login/stranger/victim")  # tenant B stitches tenant A's users
+    victim = state.pipeline.user_key("victim")
+    expected = [
+        {"tenant": "11111", "user": victim, "item_type": "3", "item_id": "466", "percentage": 10, "events": 1}
+    ]
+    assert consumption(state, tenant="11111", user="victim") == expected
+    assert consumption(state, user="victim") == expected  # every tenant: each with its own links
+    ok(client, "/api/22222/consume/stranger/3/466?percentage=70")
+    assert consumption(state, user="victim") == [
+        *expected,
+        {
+            "tenant": "22222",
+            "user": victim,
+            "item_type": "3",
+            "item_id": "466",
+            "percentage": 70,
+            "events": 1,
+        },
+    ]
 
 
 def test_consumption_cli(app: Flask, client: FlaskClient) -> None:

@@ -298,6 +298,24 @@ def test_transaction_errors_name_product_lines(client, state, token) -> None:
     assert stored(state) == []
 
 
+@pytest.mark.parametrize("where", ["value", "quantity"])
+def test_transaction_number_beyond_the_float_range_is_a_400(client, state, token, where) -> None:
+    """Review finding 2: math.isfinite(10**400) raised OverflowError (a 500)."""
+    huge = "1" + "0" * 400
+    amount, quantity = (huge, "1") if where == "value" else ("1", huge)
+    body = (
+        '{"client":{"customId":"c"},"orderId":"o","products":[{"sku":"s","quantity":QUANTITY,'
+        '"finalUnitPrice":{"amount":1,"currency":"EUR"}}],"value":{"amount":AMOUNT,"currency":"EUR"}}'
+    )
+    body = body.replace("QUANTITY", quantity).replace("AMOUNT", amount)
+    response = post(client, "/v4/transactions", body, token)
+    assert response.status_code == 400
+    field = "value.amount" if where == "value" else "products[0].quantity"
+    [error] = response.get_json()["errors"]
+    assert error["field"] == field and "too large" in error["message"]
+    assert stored(state) == [] and rejected(state)[0].reason == "schema_violation"
+
+
 def test_transaction_sent_as_custom_event_has_no_sub_events(client, state, token) -> None:
     body = event(action="transaction.charge", params={"orderId": "O", "products": [{"sku": "A"}]})
     assert post(client, "/v4/events/custom", body, token).status_code == 202
@@ -339,6 +357,45 @@ def test_raw_identifiers_never_reach_the_database_file(client, state, token, sto
     assert b"dog.bark" in data  # the check reads the right files
     for secret in (b"secret.person", b"CUSTOM-SECRET", b"other.secret", b"987654321"):
         assert secret not in data
+
+
+def test_refused_identifiers_never_reach_the_database_file_whatever_their_shape(
+    client, state, token, store_url
+) -> None:
+    """Review finding 6: redaction used to depend on ``client`` being an object of scalars."""
+    bodies: list[tuple[str, Any]] = [
+        ("/v4/events/custom", event(client="eve@example.com")),
+        ("/v4/events/custom", event(client=[{"email": "frank@example.com"}])),
+        ("/v4/events/custom", event(client={"email": ["gina@example.com"]})),
+        ("/v4/events/custom", event(client={"customId": {"nested": "HANK-SECRET"}, "id": [987650001]})),
+        ("/v4/events/custom", {**event(), "email": "ivy@example.com", "label": ""}),
+        ("/v4/events/batch", ["judy@example.com", 987650002]),
+        ("/v4/events/custom", "kate@example.com"),
+        ("/v4/transactions", {"client": ["leo@example.com"], "orderId": "o"}),
+        ("/events/v1/single/recommendation.view", {"clientUUID": ["mia@example.com"]}),
+    ]
+    for path, body in bodies:
+        assert post(client, path, body, token).status_code == 400, body
+    assert len(rejected(state)) == len(bodies)
+    state.store.close()
+    path = Path(store_url.removeprefix("sqlite:///"))
+    files = [path, path.with_name(path.name + "-wal")]
+    data = b"".join(p.read_bytes() for p in files if p.exists())
+    assert b"dog.bark" in data  # the check reads the right files
+    for secret in (
+        b"eve@",
+        b"frank@",
+        b"gina@",
+        b"HANK-SECRET",
+        b"987650001",
+        b"ivy@",
+        b"judy@",
+        b"987650002",
+        b"kate@",
+        b"leo@",
+        b"mia@",
+    ):
+        assert secret not in data, secret
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,9 @@ __all__ = ["Invalid", "SyneriseReader", "flatten", "load", "redacted_payload"]
 
 SOURCE = "synerise"
 _CLICK_TYPES = frozenset({"recommendation.click", "item.search.click"})
-_REDACT_KEYS = frozenset(IDENTIFIERS)
+_ID_KEYS = frozenset(IDENTIFIERS)
+#: Keys whose values are hashed in the rejected log, at any depth.
+_REDACT_KEYS = _ID_KEYS | {"client", "clientUUID"}
 _V4_FIELDS = frozenset({"client", "label", "params", "time", "eventSalt", "action"})
 _MISSING: Any = object()
 
@@ -183,7 +185,7 @@ class SyneriseReader:
                     return None
                 if not 0 < len(value) <= max_length:
                     return None
-            elif kind in _REDACT_KEYS:  # uuid, email: the schema's own field
+            elif kind in _ID_KEYS:  # uuid, email: the schema's own field
                 try:
                     value = self._client_fields[kind].deserialize(value)
                 except ValidationError:
@@ -317,26 +319,25 @@ class SyneriseReader:
 
     # -- the rejected log ------------------------------------------------------
     def redact(self, document: Any) -> Any:
-        """``document`` with every profile identifier replaced by its keyed hash."""
+        """``document`` with every scalar under ``client``, ``clientUUID`` or an
+        identifier key replaced by its keyed hash, whatever the containers around
+        it (a refused body has no trusted shape). A scalar no key names (the body
+        itself, an item of a batch) could be an identifier too: hashed as well."""
+        if isinstance(document, dict):
+            return self._redact(document, False)
         if isinstance(document, list):
             return [self.redact(item) for item in document]
-        if not isinstance(document, dict):
-            return document
-        out: dict[str, Any] = {}
-        for key, value in document.items():
-            if key == "client" and isinstance(value, dict):
-                value = {
-                    k: self._hashed(v) if k in _REDACT_KEYS else self.redact(v) for k, v in value.items()
-                }
-            elif key == "clientUUID":
-                value = self._hashed(value)
-            else:
-                value = self.redact(value)
-            out[key] = value
-        return out
+        return self._hashed(document)
+
+    def _redact(self, value: Any, secret: bool) -> Any:
+        if isinstance(value, dict):
+            return {k: self._redact(v, secret or k in _REDACT_KEYS) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._redact(v, secret) for v in value]
+        return self._hashed(value) if secret else value
 
     def _hashed(self, value: Any) -> Any:
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return "hashed:" + self.user_key(str(value))
         return value
 

@@ -21,7 +21,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from flask import Blueprint, Request, Response, current_app, request
 from marshmallow import Schema, ValidationError
@@ -321,24 +321,45 @@ class IbexaReader:
         )
 
     def redacted(self, customerid: str, code: str, rest: str, error: Any) -> str:
-        """The request line for the rejected log, with user ids replaced by their stored key."""
+        """The request line for the rejected log, with user ids replaced by their stored key.
+
+        When the path does not have the event's shape, where the user id is cannot
+        be told (any segment may be one, numbers included): the path is not logged.
+        """
         head = f"{request.method} /api/{customerid[:_MAX_CUSTOMER_LENGTH]}/{code[:40]}"
         if isinstance(error, URITooLong) or code not in PATH_SHAPES:
             return f"{head}/... ({len(self.raw_uri(request))} characters)"
+        query = self.redacted_query(request.query_string)
         segments = self.segments(rest, request)
         shape = PATH_SHAPES[code]
-        if len(segments) == len(shape):
-            secret = [
-                name in _USER_SEGMENTS and bool(value) for name, value in zip(shape, segments, strict=True)
-            ]
-        else:  # where the user id is cannot be told: hide every segment that is not a number
-            secret = [bool(value) and not value.isdigit() for value in segments]
+        if len(segments) != len(shape):
+            count = len([x for x in segments if x])
+            return f"{head}/... ({count} path segment{'' if count == 1 else 's'})" + query
         parts = [
-            f"<user:{self.pipeline.user_key(value)}>" if hide else value
-            for hide, value in zip(secret, segments, strict=True)
+            f"<user:{self.pipeline.user_key(value)}>" if name in _USER_SEGMENTS and value else value
+            for name, value in zip(shape, segments, strict=True)
         ]
-        query = request.query_string.decode("latin-1")
-        return f"{head}/{'/'.join(parts)}" + (f"?{query}" if query else "")
+        return f"{head}/{'/'.join(parts)}" + query
+
+    def redacted_query(self, raw: bytes) -> str:
+        """``?query`` as sent, but the value of a parameter named like a path
+        parameter (``userid``, ...: refused, yet maybe a user id) hashed."""
+        if not raw:
+            return ""
+        pairs = []
+        for pair in raw.split(b"&"):
+            name, sep, value = pair.partition(b"=")
+            text = name.decode("latin-1")
+            if sep and _decoded(name) in PATH_PARAMS:
+                pairs.append(f"{text}=<user:{self.pipeline.user_key(_decoded(value))}>")
+            else:
+                pairs.append(pair.decode("latin-1"))
+        return "?" + "&".join(pairs)
+
+
+def _decoded(part: bytes) -> str:
+    """One query-string name or value as the application sees it."""
+    return unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8", "replace")
 
 
 def _messages(messages: Any) -> str:

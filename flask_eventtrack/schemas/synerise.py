@@ -96,12 +96,25 @@ class EventTimestamp(fields.Field[datetime]):
 
 
 class PlainNumber(fields.Field[int | float]):
-    """A finite JSON number, kept as sent (``2`` stays an integer, ``2.5`` a float)."""
+    """A finite JSON number, kept as sent (``2`` stays an integer, ``2.5`` a float).
 
-    default_error_messages = {"invalid": "Must be a number."}
+    An integer beyond the float range is refused: no consumer of an amount or a
+    quantity can use it as a number (and ``math.isfinite`` cannot even take it).
+    """
+
+    default_error_messages = {
+        "invalid": "Must be a number.",
+        "too_large": "The number is too large; amounts and quantities must be within about ±1.8e308.",
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int that does not fit a float
+            raise self.make_error("too_large") from None
+        if not finite:
             raise self.make_error("invalid")
         return value
 
