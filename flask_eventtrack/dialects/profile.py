@@ -27,7 +27,7 @@ from ..errors import BadPayload, NotFoundError, PayloadTooLarge, StoreUnavailabl
 from ..events import Event, Rejection, format_time
 from ..keys import check_key
 from ..schemas.profile import IDENTIFIER_KEYS, KINDS, UserSchema, make_kind_schemas, validate_attributes
-from ..stores import EventQuery
+from ..stores import EventQuery, Store
 from ._http import read_json, unavailable_headers
 
 if TYPE_CHECKING:
@@ -174,26 +174,33 @@ class ProfileReader:
         payload: str | None = None
         try:
             document = json.loads(request.get_data(cache=True))
+            if document is not None:
+                payload = json.dumps(self.redact(document), ensure_ascii=False)
         except (ValueError, RecursionError):
-            document = None  # unreadable: keep no payload rather than raw ids
-        if document is not None:
-            payload = json.dumps(self.redact(document), ensure_ascii=False)
+            payload = None  # unreadable or too deep: keep no payload rather than raw ids
         return Rejection(reason, message, NAME, tenant=tenant, type=type, payload=payload)
 
-    def redact(self, document: Any) -> Any:
-        """Replace every ``email``/``_id`` value by ``hash:<its user key>``."""
-        stack = [document]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                for key, value in item.items():
-                    if key in IDENTIFIER_KEYS and isinstance(value, (str, int, float)):
-                        item[key] = "hash:" + self.state.pipeline.user_key(str(value))
-                    elif isinstance(value, (dict, list)):
-                        stack.append(value)
-            elif isinstance(item, list):
-                stack.extend(v for v in item if isinstance(v, (dict, list)))
+    def redact(self, document: Any, hashing: bool = False) -> Any:
+        """``document`` with every scalar under an ``email``/``_id``/``user`` key
+        replaced by ``hash:<its user key>``, whatever the container (a refused
+        body is refused because its shape is unexpected: a list, an object or
+        a bare string there can hold raw ids all the same). Object keys there
+        are hashed too, except the identifier names themselves."""
+        if isinstance(document, dict):
+            return {
+                self._hash(k) if hashing and k not in IDENTIFIER_KEYS else k: self.redact(
+                    v, hashing or k in IDENTIFIER_KEYS or k == "user"
+                )
+                for k, v in document.items()
+            }
+        if isinstance(document, list):
+            return [self.redact(v, hashing) for v in document]
+        if hashing and document is not None:
+            return self._hash(document)
         return document
+
+    def _hash(self, value: Any) -> str:
+        return "hash:" + self.state.pipeline.user_key(str(value))
 
 
 def _without_identifiers(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -336,12 +343,13 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         tenant = reader.tenant()
         page, per_page = _page_args(reader.page_size)
         user_key = pipeline.user_key(identifier)
-        profile = store.get_profile(tenant, user_key)
+        users = store.linked_users(user_key, tenant)
+        profile = store.get_profile(tenant, user_key) or _linked_profile(store, tenant, users)
         if profile is None:
             raise NotFoundError("No user with this email or _id exists.")
         query = EventQuery(
             tenant=tenant,
-            users=store.linked_users(user_key),
+            users=users,
             newest_first=True,
             limit=per_page,
             offset=(page - 1) * per_page,
@@ -394,6 +402,14 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     return bp
 
 
+def _linked_profile(store: Store, tenant: str, users: list[str]) -> dict[str, Any] | None:
+    """The most recently updated profile among ``users`` (an id known only as a
+    login's target, such as the e-mail an ``_id`` user logged in with, reads as
+    the profile that logged in with it)."""
+    profiles = [p for p in (store.get_profile(tenant, u) for u in users) if p is not None]
+    return max(profiles, key=lambda p: (p["updated_at"], p["user_key"]), default=None)
+
+
 def _page_args(default_size: int) -> tuple[int, int]:
     """``?page=`` (from 1) and ``?per_page=`` (1 to :data:`MAX_PAGE_SIZE`)."""
     values = []
@@ -402,7 +418,8 @@ def _page_args(default_size: int) -> tuple[int, int]:
         if raw is None:
             values.append(default)
             continue
-        if not raw.isdigit() or not 1 <= int(raw) <= high:
+        # isascii: "²" and "٣" are isdigit() but int() refuses or misreads them
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 10) or not 1 <= int(raw) <= high:
             raise ProfileError("Invalid pagination", f"{name} must be a whole number from 1 to {high}.")
         values.append(int(raw))
     return values[0], values[1]

@@ -7,6 +7,7 @@ fields are ignored (``EXCLUDE``). Attribute-carrying kinds (``update``,
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -80,7 +81,8 @@ class UserSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    email = fields.String(validate=[validate.Length(min=3, max=320), validate.Regexp(r"^[^@\s]+@[^@\s]+$")])
+    # \Z, not $: "$" also matches before a final newline ("a@b.com\n" would be a second user)
+    email = fields.String(validate=[validate.Length(min=3, max=320), validate.Regexp(r"^[^@\s]+@[^@\s]+\Z")])
     _id = ScalarOrString(data_key="_id", attribute="_id", validate=validate.Length(min=1, max=256))
 
     @validates_schema
@@ -181,6 +183,12 @@ def _attribute_kinds(max_length: int, max_depth: int) -> dict[str, type[Schema]]
             if not isinstance(name, str) or not 0 < len(name) <= 200:
                 raise ValidationError(
                     'Must be a string of 1 to 200 characters, as in {"generic": {"event_name": "my_event"}}.',
+                    "generic.event_name",
+                )
+            if name in KINDS:  # the standard kinds' rules (orderId, open window) key on the type
+                raise ValidationError(
+                    f"{name!r} is a standard kind: send it as {{{json.dumps(name)}: {{...}}}}, not as a"
+                    " generic event.",
                     "generic.event_name",
                 )
 
