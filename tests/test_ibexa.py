@@ -350,3 +350,13 @@ def test_behind_the_wsgi_middleware(tmp_path: Path) -> None:
         assert url == "/events/api/00000/clickrecommended/ab%2Fcd/1/5?scenario=top"
     finally:
         get_state(middleware.flask_app).store.close()
+
+
+def test_head_is_answered_like_get_but_records_nothing(client: FlaskClient, state: EventTrackState) -> None:
+    ok = client.head("/api/00000/click/Js79009234YU7/1/123")
+    bad = client.head("/api/00000/click/Js79009234YU7/1/0")
+    assert (ok.status_code, bad.status_code) == (204, 400)
+    assert state.store.count_events(EventQuery()) == 0
+    assert list(state.store.iter_rejected(EventQuery())) == []
+    assert client.get("/api/00000/click/Js79009234YU7/1/123").status_code == 204
+    assert state.store.count_events(EventQuery()) == 1

@@ -388,15 +388,20 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     @bp.route("/api/<customerid>/<event>/<path:rest>", methods=["GET", "POST"], endpoint="track")
     def track(customerid: str, event: str, rest: str) -> Response:
         code = event.lower()
+        # HEAD is a safe method (link checkers, prefetchers): it is answered as a
+        # GET would be, but records nothing.
+        record = request.method != "HEAD"
         try:
             events = reader.read(customerid, code, rest)
         except _Refusal as error:
-            pipeline.submit([], [reader.rejection(customerid, code, rest, error)])
+            if record:
+                pipeline.submit([], [reader.rejection(customerid, code, rest, error)])
             headers = (
                 {"WWW-Authenticate": 'Basic realm="ibexa"'} if isinstance(error, UnauthorizedError) else None
             )
             return _text(error.description or "refused", error.code or 400, headers)
-        pipeline.submit(events)
+        if record:
+            pipeline.submit(events)
         return Response(status=204)
 
     @bp.errorhandler(PayloadTooLarge)
