@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from ..events import Event, Rejection
+from ..events import Event, Rejection, new_event_id, utcnow
 
 __all__ = ["EventQuery", "Store", "WriteResult", "clean", "store_from_url", "unstorable"]
 
@@ -231,6 +231,19 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: a store may hold nothing to release
         """Release connections held by this process."""
+
+    def rejection_row(self, r: Rejection, time_value: Callable[[datetime], Any]) -> tuple[Any, ...]:
+        """The rejected-log row of ``r``: text made storable, payload capped."""
+        return (
+            r.id or new_event_id(),
+            clean(r.tenant),
+            clean(r.source),
+            clean(r.type),
+            clean(r.reason),
+            clean(r.message),
+            clean(self.cap_payload(r.payload)),
+            time_value(r.received_at or utcnow()),
+        )
 
     def cap_payload(self, payload: str | None) -> str | None:
         """Rejected payloads are kept, but only up to ``payload_limit`` chars."""

@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import ConfigurationError
 from ..events import Event, Rejection, new_event_id, utcnow
-from . import EventQuery, Store, WriteResult, clean, unstorable
+from . import EventQuery, Store, WriteResult, unstorable
 from .postgres_pool import Connections
 from .postgres_sql import (
     COLUMNS,
@@ -251,16 +251,7 @@ class PostgresStore(Store):
         )
 
     def _rejection_row(self, r: Rejection) -> tuple[Any, ...]:
-        return (
-            r.id or new_event_id(),
-            clean(r.tenant),
-            clean(r.source),
-            clean(r.type),
-            clean(r.reason),
-            clean(r.message),
-            clean(self.cap_payload(r.payload)),
-            to_ms(r.received_at or utcnow()),
-        )
+        return self.rejection_row(r, to_ms)
 
     def _update_definitions(self, cur: psycopg.Cursor[Any], events: Sequence[Event]) -> list[Any]:
         """Record new types and parameter names; returns what to remember after COMMIT."""

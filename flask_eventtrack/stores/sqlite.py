@@ -23,7 +23,7 @@ from sqlite_utils import Database, Migrations
 
 from ..errors import ConfigurationError, StoreUnavailable
 from ..events import Event, Rejection, format_time, new_event_id, parse_time, utcnow
-from . import EventQuery, Store, WriteResult, clean
+from . import EventQuery, Store, WriteResult
 
 log = logging.getLogger("flask_eventtrack")
 
@@ -384,16 +384,7 @@ class SQLiteStore(Store):
         )
 
     def _rejection_row(self, r: Rejection) -> tuple[Any, ...]:
-        return (
-            r.id or new_event_id(),
-            clean(r.tenant),
-            clean(r.source),
-            clean(r.type),
-            clean(r.reason),
-            clean(r.message),
-            clean(self.cap_payload(r.payload)),
-            format_time(r.received_at or utcnow()),
-        )
+        return self.rejection_row(r, format_time)
 
     def _update_definitions(self, conn: sqlite3.Connection, events: Sequence[Event]) -> list[Any]:
         """Record new types and parameter names; returns what to remember after COMMIT."""
