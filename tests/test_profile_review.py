@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from test_profile import create_user, errors, events, on_disk, post, rejected, send
+from test_profile import EMAIL, create_user, errors, events, on_disk, post, rejected, send
 
 from flask_eventtrack.extension import EventTrackState
 from flask_eventtrack.keys import create_key
@@ -133,3 +133,15 @@ def test_email_with_a_newline_is_refused(
     assert response.status_code == 400
     assert errors(response)[0]["message"] == "Invalid user information"
     assert state.store.get_profile("acme", state.pipeline.user_key(email)) is None
+
+
+def test_login_email_must_be_an_email_address(client: FlaskClient, state: EventTrackState, key: str) -> None:
+    from flask_eventtrack.stores import EventQuery
+
+    create_user(client, key, {"email": EMAIL})
+    for bad in ("z@z.z\n", "not-an-email", 42):
+        response = send(client, key, {"email": EMAIL}, {"login": {"email": bad}})
+        assert response.status_code == 400, bad
+        assert "e-mail" in errors(response)[0]["description"]
+    assert send(client, key, {"email": EMAIL}, {"login": {"email": "z@z.z"}}).status_code == 200
+    assert state.store.count_events(EventQuery(type="login")) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
@@ -28,6 +29,7 @@ __all__ = [
 
 #: Keys that identify a user: never kept as attributes or props (raw ids stay off disk).
 IDENTIFIER_KEYS = ("email", "_id")
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\Z"
 MAX_ATTRIBUTES = 200
 MAX_KEY_LENGTH = 128
 _SCALARS = (str, int, float, bool)
@@ -82,7 +84,7 @@ class UserSchema(Schema):
         unknown = EXCLUDE
 
     # \Z, not $: "$" also matches before a final newline ("a@b.com\n" would be a second user)
-    email = fields.String(validate=[validate.Length(min=3, max=320), validate.Regexp(r"^[^@\s]+@[^@\s]+\Z")])
+    email = fields.String(validate=[validate.Length(min=3, max=320), validate.Regexp(EMAIL_PATTERN)])
     _id = ScalarOrString(data_key="_id", attribute="_id", validate=validate.Length(min=1, max=256))
 
     @validates_schema
@@ -166,10 +168,17 @@ def _attribute_kinds(max_length: int, max_depth: int) -> dict[str, type[Schema]]
     """``update``/``login`` (attributes) and ``generic`` (a named custom event)."""
 
     class AttributeEvent(Schema):
-        """The whole value is the attributes object."""
+        """The whole value is the attributes object; an ``email`` in it (the
+        account a ``login`` links to) must be an e-mail address like a user's."""
 
         def load(self, data: Any, **kwargs: Any) -> Any:
-            return validate_attributes(data, max_length=max_length, max_depth=max_depth, where="attributes")
+            attributes = validate_attributes(
+                data, max_length=max_length, max_depth=max_depth, where="attributes"
+            )
+            email = attributes.get("email") if isinstance(attributes, dict) else None
+            if email is not None and not (isinstance(email, str) and re.match(EMAIL_PATTERN, email)):
+                raise ValidationError("Not a valid e-mail address.", "attributes.email")
+            return attributes
 
     class GenericBody(Schema):
         class Meta:
