@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import signals
@@ -80,7 +80,7 @@ class Pipeline:
         """What a raw user id is stored as (its hash, unless hashing is off)."""
         return self.hash_user(raw_user) if self.hash_user else raw_user
 
-    def enrich(self, event: Event, received: Any) -> None:
+    def enrich(self, event: Event, received: datetime) -> None:
         """Fill id and times, apply the future-time rule, hash user ids."""
         event.id = new_event_id()
         event.received_at = received
