@@ -215,3 +215,31 @@ def test_concurrent_first_start_migrations(tmp_path: Any) -> None:
         p.join(timeout=60)
         assert p.exitcode == 0
     assert store_from_url(url).count_events(EventQuery()) == 0
+
+
+def test_threads_queue_on_the_process_write_lock_and_time_out_with_503(
+    client: FlaskClient, state: EventTrackState
+) -> None:
+    import threading
+
+    assert isinstance(state.store, SQLiteStore)
+    lock = state.store._write_lock()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    try:
+        response = client.post("/cortex", json=BATCH)  # waits EVENTTRACK_SQLITE_BUSY_TIMEOUT (200 ms)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "7"
+    finally:
+        release.set()
+        holder.join()
+    assert count(state) == 0
+    assert client.post("/cortex", json=BATCH).status_code == 200
+    assert count(state) == 2

@@ -223,6 +223,7 @@ class SQLiteStore(Store):
     ) -> None:
         super().__init__(url, payload_limit=payload_limit)
         self.wal_autocheckpoint = int(wal_autocheckpoint)
+        self._lock, self._lock_pid = threading.RLock(), _pid
         path = urlsplit(url).path
         if not path.startswith("/") or path == "/":
             raise ConfigurationError(f"SQLite store URL {url!r} has no file path.")
@@ -523,6 +524,13 @@ class SQLiteStore(Store):
         return cursor.rowcount > 0
 
     # -- helpers -----------------------------------------------------------
+    def _write_lock(self) -> threading.RLock:
+        """This process's writer mutex (a forked child makes its own: a lock
+        held by another thread at fork time would never be released there)."""
+        if self._lock_pid != _pid:
+            self._lock, self._lock_pid = threading.RLock(), _pid
+        return self._lock
+
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
 
@@ -608,13 +616,29 @@ class _Transaction:
         self.store = store
 
     def __enter__(self) -> sqlite3.Connection:
+        # Threads of one process queue on a mutex: SQLite's own busy handler
+        # would make them sleep (1 ms, 2 ms, 5 ms, ...) and poll for the lock.
+        lock = self.store._write_lock()
+        if not lock.acquire(timeout=self.store.busy_timeout / 1000):
+            raise self.store._unavailable(sqlite3.OperationalError("write lock timeout"))
         try:
             self.store.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            lock.release()
             raise self.store._unavailable(exc) from exc
+        except BaseException:
+            lock.release()
+            raise
+        self.lock = lock
         return self.store.conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._finish(exc_type, exc)
+        finally:
+            self.lock.release()
+
+    def _finish(self, exc_type: Any, exc: Any) -> None:
         conn = self.store.conn
         if exc_type is not None:
             if conn.in_transaction:
