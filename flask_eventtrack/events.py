@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -152,6 +153,29 @@ class Event:
         """True when the store must write this event on its own, not in bulk."""
         return bool(self.dedup_key or self.once_per or self.links_to or self.merge_profile)
 
+    @classmethod
+    def from_row(
+        cls, row: Any, *, time: Callable[[Any], datetime | None], props: Callable[[Any], Any]
+    ) -> Event:
+        """An event read back from a store row (a mapping keyed by column name);
+        ``time`` and ``props`` convert the store's own representations."""
+        return cls(
+            id=row["id"],
+            tenant=row["tenant"],
+            source=row["source"],
+            type=row["type"],
+            user=row["user"],
+            user_kind=row["user_kind"],
+            item_type=row["item_type"],
+            item_id=row["item_id"],
+            occurred_at=time(row["occurred_at"]),
+            received_at=time(row["received_at"]),
+            original_time=row["original_time"],
+            props=props(row["props"]),
+            dedup_key=row["dedup_key"],
+            status=row["status"],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The exported form: spec field names, times as ISO 8601 UTC text."""
         return {
@@ -190,6 +214,20 @@ class Rejection:
     payload: str | None = None
     received_at: datetime | None = None
     id: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any, *, time: Callable[[Any], datetime | None]) -> Rejection:
+        """A rejected-log entry read back from a store row."""
+        return cls(
+            id=row["id"],
+            tenant=row["tenant"],
+            source=row["source"],
+            type=row["type"],
+            reason=row["reason"],
+            message=row["message"],
+            payload=row["payload"],
+            received_at=time(row["received_at"]),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -45,7 +45,6 @@ from .postgres_sql import (
     dumps,
     event_row,
     lock_key,
-    row_event,
     to_ms,
 )
 
@@ -283,7 +282,7 @@ class PostgresStore(Store):
     def iter_events(self, query: EventQuery) -> Iterator[Event]:
         direction = "DESC" if query.newest_first else "ASC"
         for row in self._select("events", query, f"occurred_at {direction}, id {direction}"):
-            yield row_event(row)
+            yield Event.from_row(row, time=as_utc, props=lambda value: value)
 
     def count_events(self, query: EventQuery) -> int:
         where, args = self._where(query)
@@ -291,16 +290,7 @@ class PostgresStore(Store):
 
     def iter_rejected(self, query: EventQuery) -> Iterator[Rejection]:
         for row in self._select("rejected", query, "received_at, id"):
-            yield Rejection(
-                id=row["id"],
-                tenant=row["tenant"],
-                source=row["source"],
-                type=row["type"],
-                reason=row["reason"],
-                message=row["message"],
-                payload=row["payload"],
-                received_at=as_utc(row["received_at"]),
-            )
+            yield Rejection.from_row(row, time=as_utc)
 
     def linked_users(self, user: str, tenant: str | None = None) -> list[str]:
         rows = self._rows(

@@ -99,22 +99,3 @@ def event_row(event: Event, props: str) -> tuple[Any, ...]:
         event.dedup_key,
         event.status,
     )
-
-
-def row_event(row: dict[str, Any]) -> Event:
-    return Event(
-        id=row["id"],
-        tenant=row["tenant"],
-        source=row["source"],
-        type=row["type"],
-        user=row["user"],
-        user_kind=row["user_kind"],
-        item_type=row["item_type"],
-        item_id=row["item_id"],
-        occurred_at=as_utc(row["occurred_at"]),
-        received_at=as_utc(row["received_at"]),
-        original_time=row["original_time"],
-        props=row["props"],
-        dedup_key=row["dedup_key"],
-        status=row["status"],
-    )

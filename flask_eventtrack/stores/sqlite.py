@@ -186,25 +186,6 @@ def _event_row(event: Event) -> tuple[Any, ...]:
     )
 
 
-def _row_event(row: sqlite3.Row) -> Event:
-    return Event(
-        id=row["id"],
-        tenant=row["tenant"],
-        source=row["source"],
-        type=row["type"],
-        user=row["user"],
-        user_kind=row["user_kind"],
-        item_type=row["item_type"],
-        item_id=row["item_id"],
-        occurred_at=parse_time(row["occurred_at"]),
-        received_at=parse_time(row["received_at"]),
-        original_time=row["original_time"],
-        props=json.loads(row["props"]),
-        dedup_key=row["dedup_key"],
-        status=row["status"],
-    )
-
-
 class SQLiteStore(Store):
     """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
 
@@ -428,7 +409,7 @@ class SQLiteStore(Store):
     def iter_events(self, query: EventQuery) -> Iterator[Event]:
         direction = "DESC" if query.newest_first else "ASC"
         for row in self._select("events", query, f"occurred_at {direction}, id {direction}"):
-            yield _row_event(row)
+            yield Event.from_row(row, time=parse_time, props=json.loads)
 
     def count_events(self, query: EventQuery) -> int:
         where, args = self._where(query)
@@ -437,16 +418,7 @@ class SQLiteStore(Store):
 
     def iter_rejected(self, query: EventQuery) -> Iterator[Rejection]:
         for row in self._select("rejected", query, "received_at, id"):
-            yield Rejection(
-                id=row["id"],
-                tenant=row["tenant"],
-                source=row["source"],
-                type=row["type"],
-                reason=row["reason"],
-                message=row["message"],
-                payload=row["payload"],
-                received_at=parse_time(row["received_at"]),
-            )
+            yield Rejection.from_row(row, time=parse_time)
 
     def linked_users(self, user: str, tenant: str | None = None) -> list[str]:
         rows = self.conn.execute(
