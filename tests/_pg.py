@@ -15,6 +15,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -189,3 +190,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.ensure_newline()
             reporter.write_line(f"{message}: {names}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(name="config", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def config_on_every_store(config: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The app config on SQLite, then on PostgreSQL (a fresh schema per test).
+
+    A test module runs all its app tests on every store with
+    ``from _pg import config_on_every_store``.
+    """
+    if request.param == "postgresql":
+        config["EVENTTRACK_STORE_URL"] = request.getfixturevalue("pg_database")
+        config["EVENTTRACK_POSTGRES_SCHEMA"] = new_schema()
+    return config

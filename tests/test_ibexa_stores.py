@@ -4,10 +4,8 @@ PostgreSQL, then read back through the export CLI and the statistics helpers."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
-import pytest
-from _pg import new_schema
+from _pg import config_on_every_store  # noqa: F401 - the config fixture: every store
 from flask import Flask
 from flask.testing import FlaskClient
 from test_ibexa import EXAMPLES, EXPECTED, USER
@@ -15,18 +13,6 @@ from test_ibexa import EXAMPLES, EXPECTED, USER
 from flask_eventtrack.cli import cli
 from flask_eventtrack.extension import EventTrackState
 from flask_eventtrack.ibexa_stats import consumption, scenario_stats
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/events.db"
-    return str(request.getfixturevalue("pg_database"))
-
-
-@pytest.fixture
-def config(config: dict[str, Any]) -> dict[str, Any]:
-    return {**config, "EVENTTRACK_POSTGRES_SCHEMA": new_schema()}
 
 
 def test_examples_stitched_and_counted_on_every_store(

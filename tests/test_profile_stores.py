@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from _pg import new_schema
+from _pg import config_on_every_store  # noqa: F401 - the config fixture: every store
 from flask.testing import FlaskClient
 
 from flask_eventtrack.extension import EventTrackState
@@ -15,14 +15,6 @@ from flask_eventtrack.keys import create_key
 from flask_eventtrack.stores import EventQuery
 
 EMAIL = "alexandru@example.com"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def config(config: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "postgresql":
-        config["EVENTTRACK_STORE_URL"] = request.getfixturevalue("pg_database")
-        config["EVENTTRACK_POSTGRES_SCHEMA"] = new_schema()
-    return config
 
 
 @pytest.fixture

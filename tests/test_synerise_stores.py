@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from _pg import new_schema
+from _pg import config_on_every_store  # noqa: F401 - the config fixture: every store
 from flask.testing import FlaskClient
 from test_synerise import BATCH, DOG_BARK, RECO_BATCH, UUID, issue_token, post, stored, utc
 
@@ -17,18 +17,6 @@ from flask_eventtrack import get_state
 from flask_eventtrack.extension import EventTrackState
 from flask_eventtrack.keys import create_key
 from flask_eventtrack.stores import EventQuery
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/events.db"
-    return str(request.getfixturevalue("pg_database"))
-
-
-@pytest.fixture
-def config(config: dict[str, Any]) -> dict[str, Any]:
-    return {**config, "EVENTTRACK_POSTGRES_SCHEMA": new_schema()}
 
 
 @pytest.fixture
