@@ -22,6 +22,7 @@ __all__ = [
     "Rejection",
     "format_time",
     "new_event_id",
+    "new_event_ids",
     "parse_time",
     "utcnow",
 ]
@@ -86,27 +87,34 @@ _id_lock = threading.Lock()  # gthread workers: ids stay monotonic across thread
 
 
 def new_event_id() -> str:
-    """A UUIDv7 (RFC 9562) string: unique, and sortable by creation time.
+    """A UUIDv7 (RFC 9562) string: unique, and sortable by creation time."""
+    return new_event_ids(1)[0]
+
+
+def new_event_ids(count: int) -> list[str]:
+    """``count`` UUIDv7 strings, in order: one lock and one ``urandom`` call for a batch.
 
     A 12-bit counter in ``rand_a`` keeps ids monotonic within one millisecond in
     one process; the 62 random bits keep processes apart.
     """
     global _last_ms, _seq
+    stamps = []
     with _id_lock:
         ms = time.time_ns() // 1_000_000
-        if ms <= _last_ms:
+        if ms > _last_ms:
+            _last_ms, _seq = ms, -1
+        for _ in range(count):
             _seq += 1
             if _seq > 0xFFF:  # counter exhausted: borrow the next millisecond
                 _last_ms += 1
                 _seq = 0
-            ms = _last_ms
-        else:
-            _last_ms, _seq = ms, 0
-        seq = _seq
-    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
-    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            stamps.append((_last_ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62))
+    random = os.urandom(8 * count)
+    ids = []
+    for i, stamp in enumerate(stamps):
+        h = f"{stamp | int.from_bytes(random[8 * i : 8 * i + 8]) & 0x3FFF_FFFF_FFFF_FFFF:032x}"
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import signals
-from .events import Event, Rejection, format_time, new_event_id, utcnow
+from .events import Event, Rejection, format_time, new_event_ids, utcnow
 from .stores import WriteResult
 
 if TYPE_CHECKING:
@@ -80,9 +80,9 @@ class Pipeline:
         """What a raw user id is stored as (its hash, unless hashing is off)."""
         return self.hash_user(raw_user) if self.hash_user else raw_user
 
-    def enrich(self, event: Event, received: datetime) -> None:
+    def enrich(self, event: Event, received: datetime, event_id: str) -> None:
         """Fill id and times, apply the future-time rule, hash user ids."""
-        event.id = new_event_id()
+        event.id = event_id
         event.received_at = received
         occurred = event.occurred_at
         if occurred is None:
@@ -108,8 +108,8 @@ class Pipeline:
         rejected = list(rejections)
         for rejection in rejected:
             rejection.received_at = rejection.received_at or received
-        for event in events:
-            self.enrich(event, received)
+        for event, event_id in zip(events, new_event_ids(len(events)), strict=True):
+            self.enrich(event, received, event_id)
         sender = self.app
         if signals.event_received.receivers:
             signals.event_received.send(sender, events=list(events))

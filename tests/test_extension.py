@@ -19,7 +19,7 @@ from flask_eventtrack import (
     event_stored,
     get_state,
 )
-from flask_eventtrack.events import new_event_id
+from flask_eventtrack.events import new_event_id, new_event_ids
 from flask_eventtrack.stores import EventQuery
 
 
@@ -242,10 +242,14 @@ def test_future_time_within_clock_skew_is_kept(tmp_path: Any) -> None:
 def test_event_ids_are_uuid7_and_time_ordered() -> None:
     import uuid
 
-    ids = [new_event_id() for _ in range(5000)]
+    # single ids and batches (one past the 4096 ids a millisecond's counter holds) interleaved
+    ids = [new_event_id() for _ in range(2000)] + new_event_ids(10_000) + [new_event_id() for _ in range(10)]
+    ids += new_event_ids(3) + new_event_ids(0)
     assert ids == sorted(ids)
-    assert len(set(ids)) == len(ids)
-    assert all(uuid.UUID(i).version == 7 for i in ids[:10])
+    assert len(set(ids)) == len(ids) == 12_013
+    parsed = [uuid.UUID(i) for i in ids]
+    assert {u.version for u in parsed} == {7} and {u.variant for u in parsed} == {uuid.RFC_4122}
+    assert len({u.int & (2**62 - 1) for u in parsed}) == len(ids)  # the random bits differ too
 
 
 def test_a_failing_after_store_hook_or_receiver_does_not_undo_the_answer(

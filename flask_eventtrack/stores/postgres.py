@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from .._json import ascii_dumps, dumps
 from ..errors import ConfigurationError
 from ..events import Event, Rejection, new_event_id, utcnow
 from . import EventQuery, Store, WriteResult, unstorable
@@ -41,8 +42,6 @@ from .postgres_sql import (
     WITHIN_WINDOW,
     as_text,
     as_utc,
-    ascii_dumps,
-    dumps,
     event_row,
     lock_key,
     to_ms,

@@ -7,7 +7,6 @@ same semantics; values are always parameters, never spliced into the SQL.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,8 +54,6 @@ WITHIN_WINDOW = (
     'SELECT 1 FROM events WHERE "user" = %s AND occurred_at > %s AND occurred_at < %s'
     " AND tenant = %s AND source = %s AND type = %s LIMIT 1"
 )
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-ascii_dumps = json.JSONEncoder(separators=(",", ":")).encode
 TEXT_FIELDS = (
     "tenant", "source", "type", "user", "user_kind", "item_type", "item_id",
     "original_time", "dedup_key", "status", "links_to",

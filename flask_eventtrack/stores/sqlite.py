@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from sqlite_utils import Database, Migrations
 
+from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
 from ..events import Event, Rejection, format_time, new_event_id, parse_time, utcnow
 from . import EventQuery, Store, WriteResult
@@ -164,7 +165,6 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _event_row(event: Event) -> tuple[Any, ...]:

@@ -1,0 +1,35 @@
+"""Compact JSON text, as the stores keep ``props`` and payloads.
+
+``json.JSONEncoder.encode`` builds a new C encoder on every call, which is half
+the cost of encoding a small ``props`` object; here it is built once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from json import JSONEncoder
+from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any
+
+__all__ = ["ascii_dumps", "dumps"]
+
+
+def _compact_encoder(ensure_ascii: bool) -> Callable[[Any], str]:
+    reference = JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":"))
+    if c_make_encoder is None:  # a Python built without the _json accelerator
+        return reference.encode
+    encode_string = encode_basestring_ascii if ensure_ascii else encode_basestring
+    # No circular-reference markers: what is encoded comes from parsed JSON, so
+    # it cannot hold a cycle (one put there by a host hook is a RecursionError).
+    encoder = c_make_encoder(None, reference.default, encode_string, None, ":", ",", False, False, True)
+
+    def encode(value: Any) -> str:
+        return "".join(encoder(value, 0))
+
+    return encode
+
+
+#: ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``
+dumps = _compact_encoder(ensure_ascii=False)
+#: the same with non-ASCII characters escaped
+ascii_dumps = _compact_encoder(ensure_ascii=True)
