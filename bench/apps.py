@@ -8,6 +8,7 @@
   worker, WAL and ``synchronous=NORMAL``.
 - ``eventtrack()``: the example app with flask-eventtrack, store from
   ``FLASK_EVENTTRACK_STORE_URL``.
+- ``eventtrack_no_write()``: diagnostic only (``--diagnose``), see its docstring.
 """
 
 from __future__ import annotations
@@ -92,3 +93,24 @@ def eventtrack() -> Flask:
     from example_app import create_app
 
     return create_app()
+
+
+def eventtrack_no_write() -> Flask:
+    """Diagnostic only (``python bench/run.py --diagnose``), never a way to run the library.
+
+    The example app with its store's ``write`` replaced by one that commits
+    nothing: the difference to ``eventtrack()`` is what the store transaction
+    costs; the difference to ``bare()`` is HTTP body, validation, hashing and
+    the pipeline.
+    """
+    from flask_eventtrack import get_state
+    from flask_eventtrack.events import Event, Rejection
+    from flask_eventtrack.stores import WriteResult
+
+    app = eventtrack()
+
+    def write(events: list[Event], rejections: list[Rejection] = ()) -> WriteResult:  # type: ignore[assignment]
+        return WriteResult(stored=list(events), rejected=list(rejections))
+
+    get_state(app).store.write = write  # type: ignore[method-assign]
+    return app

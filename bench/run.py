@@ -105,7 +105,7 @@ def synerise_custom(token: str) -> Callable[[int, int], bytes]:
     return make
 
 
-def scenarios(token: str | None) -> list[Scenario]:
+def scenarios(token: str | None, diagnose: bool = False) -> list[Scenario]:
     found = [
         Scenario("ceiling: bare Flask route (204)", "bare", 0, lambda w, n: http_request("GET", "/bare")),
         Scenario("peer: naive insert+commit per request", "naive", 1, naive_request),
@@ -123,6 +123,10 @@ def scenarios(token: str | None) -> list[Scenario]:
         Scenario("eventtrack: Cortex batch of 100", "eventtrack", 100, cortex_batch(100), connections=4),
         Scenario("eventtrack: Cortex batch of 1000", "eventtrack", 1000, cortex_batch(1000), connections=4),
     ]
+    if diagnose:  # what the request costs without the store's transaction (nothing is stored)
+        found.append(
+            Scenario("diagnostic: Cortex batch of 1, no write", "eventtrack_no_write", 0, cortex_batch(1))
+        )
     return found
 
 
@@ -155,7 +159,7 @@ def server_env(workdir: Path, synchronous: str, store_url: str | None = None) ->
     return env
 
 
-def start_server(app: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_server(app: str, env: dict[str, str], workers: int = 2) -> subprocess.Popen[bytes]:
     cmd = [
         "taskset",
         "-c",
@@ -164,7 +168,7 @@ def start_server(app: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         "-m",
         "gunicorn",
         "-w",
-        "2",
+        str(workers),
         "-k",
         "sync",
         "-b",
@@ -240,7 +244,7 @@ def stored_events(workdir: Path, app: str, store_url: str | None = None) -> int:
     path = workdir / ("naive.db" if app in ("naive", "careful") else "events.db")
     if app == "bare":
         return 0
-    if app == "eventtrack" and store_url:
+    if app.startswith("eventtrack") and store_url:
         import psycopg
 
         with psycopg.connect(store_url) as pg:
@@ -273,12 +277,19 @@ def make_token(workdir: Path, env: dict[str, str]) -> str | None:
 
 
 def measure(
-    scenario: Scenario, seconds: float, synchronous: str, token_env: dict[str, str] | None, store: str
+    scenario: Scenario,
+    seconds: float,
+    synchronous: str,
+    token_env: dict[str, str] | None,
+    store: str,
+    workers: int = 2,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="etbench-") as tmp:
         workdir = Path(tmp)
         pg_name = f"etbench_{os.getpid()}"
-        store_url = pg_database(pg_name) if store == "postgresql" and scenario.app == "eventtrack" else None
+        store_url = (
+            pg_database(pg_name) if store == "postgresql" and scenario.app.startswith("eventtrack") else None
+        )
         env = server_env(workdir, synchronous, store_url)
         if token_env is not None and "Synerise" in scenario.name:
             # the token's key must be in this run's database
@@ -286,7 +297,7 @@ def measure(
             if token is None:
                 raise RuntimeError("could not mint a Synerise token")
             scenario = Scenario(scenario.name, scenario.app, 1, synerise_custom(token))
-        proc = start_server(scenario.app, env)
+        proc = start_server(scenario.app, env, workers)
         try:
             warm = run_load(PORT, scenario.make_request, connections=scenario.connections, seconds=1.0)
             cpu_before = worker_cpu_seconds(gunicorn_master(proc))
@@ -318,8 +329,7 @@ def raw_executemany(rows: int = 200_000, batch: int = 1000) -> dict[str, float]:
     """Raw sqlite3 executemany in batches of 1000 on the server CPU (the reference for batches)."""
     code = f"""
 import json, sqlite3, tempfile, time, os
-from flask_eventtrack.stores.sqlite import migrations
-from sqlite_utils import Database
+from flask_eventtrack.stores.sqlite_schema import migrate
 results = {{}}
 for name in ("minimal", "eventtrack_schema"):
     d = tempfile.mkdtemp()
@@ -330,7 +340,7 @@ for name in ("minimal", "eventtrack_schema"):
         sql = "INSERT INTO events VALUES (?,?,?,?,?)"
         row = lambda i: (f"id-{{i:012d}}", f"user-{{i % 5000}}", "click", "2024-01-01T00:00:00.000Z", '{{"device":"mobile"}}')
     else:
-        migrations.apply(Database(conn, execute_plugins=False))
+        migrate(conn)
         sql = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         row = lambda i: (f"id-{{i:012d}}", "default", "cortex", "click", f"user-{{i % 5000}}", "user_id", None,
                          f"item-{{i % 1000}}", "2024-01-01T00:00:00.000Z", "2024-01-01T00:00:00.000Z", None,
@@ -365,13 +375,21 @@ def main() -> int:
         default="sqlite",
         help="flask-eventtrack's store (postgresql: a throwaway database per run on 127.0.0.1:5432)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="gunicorn sync workers (all pinned to one CPU)"
+    )
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also run the example app with its store write skipped (where the time goes)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {CLIENT_CPU})
 
     has_synerise = (ROOT / "flask_eventtrack" / "tokens.py").exists() and (
         ROOT / "flask_eventtrack" / "dialects" / "synerise.py"
     ).exists()
-    chosen = scenarios("placeholder" if has_synerise else None)
+    chosen = scenarios("placeholder" if has_synerise else None, args.diagnose)
     if args.only:
         chosen = [
             s for s in chosen if any(part in s.name for part in args.only.split("|")) or s.app == "bare"
@@ -381,7 +399,14 @@ def main() -> int:
     all_runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in chosen}
     for round_ in range(args.runs):
         for scenario in chosen:
-            run = measure(scenario, args.seconds, args.synchronous, {} if has_synerise else None, args.store)
+            run = measure(
+                scenario,
+                args.seconds,
+                args.synchronous,
+                {} if has_synerise else None,
+                args.store,
+                args.workers,
+            )
             all_runs[scenario.name].append(run)
             print(
                 f"round {round_ + 1}: {scenario.name}: {run['rps']:.0f} req/s, "
@@ -414,7 +439,7 @@ def main() -> int:
 def print_table(table: list[dict], ceiling: dict, raw: dict[str, float], args: argparse.Namespace) -> None:
     print(
         f"\nflask-eventtrack benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-        f"gunicorn 2 sync workers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}, "
+        f"gunicorn {args.workers} sync workers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}, "
         f"median of {args.runs} x {args.seconds:g}s, store {args.store}"
         + (
             f" (WAL, synchronous={args.synchronous})"

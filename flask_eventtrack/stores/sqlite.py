@@ -1,6 +1,6 @@
 """The embedded default store: one SQLite file, WAL mode, shared by worker processes.
 
-Schema is created and versioned with sqlite-utils migrations. Each thread of
+Schema is created and versioned with sqlite-utils migrations (``sqlite_schema``). Each thread of
 each process keeps one connection (opened lazily, reopened after a fork), and
 every write is one ``BEGIN IMMEDIATE`` transaction: writers queue on SQLite's
 lock for up to the busy timeout, and a write that still cannot get it raises
@@ -19,111 +19,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlite_utils import Database, Migrations
-
 from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
 from ..events import Event, Rejection, format_time, new_event_id, parse_time, utcnow
 from . import EventQuery, Store, WriteResult
+from .sqlite_schema import migrate
 
 log = logging.getLogger("flask_eventtrack")
-
-migrations = Migrations("flask_eventtrack")
-
-
-@migrations()
-def m001_initial(db: Database) -> None:
-    """Version 1 of the schema. Later releases add ``m002_...`` functions."""
-    db.table("events").create(
-        {
-            "id": str,
-            "tenant": str,
-            "source": str,
-            "type": str,
-            "user": str,
-            "user_kind": str,
-            "item_type": str,
-            "item_id": str,
-            "occurred_at": str,
-            "received_at": str,
-            "original_time": str,
-            "props": str,
-            "dedup_key": str,
-            "status": str,
-        },
-        pk="id",
-        not_null={"tenant", "source", "type", "occurred_at", "received_at", "props"},
-        if_not_exists=True,
-    )
-    db.table("events").create_index(["tenant", "type", "occurred_at"], if_not_exists=True)
-    db.table("events").create_index(["user", "occurred_at"], if_not_exists=True)
-    # Partial unique index: events without a dedup key never conflict.
-    db.execute(
-        "CREATE UNIQUE INDEX IF NOT EXISTS idx_events_dedup"
-        " ON events (tenant, source, dedup_key) WHERE dedup_key IS NOT NULL"
-    )
-    db.table("rejected").create(
-        {
-            "id": str,
-            "tenant": str,
-            "source": str,
-            "type": str,
-            "reason": str,
-            "message": str,
-            "payload": str,
-            "received_at": str,
-        },
-        pk="id",
-        if_not_exists=True,
-    )
-    db.table("rejected").create_index(["tenant", "source", "received_at"], if_not_exists=True)
-    db.table("identity_links").create(
-        {"tenant": str, "user": str, "target": str, "created_at": str},
-        pk=("tenant", "user", "target"),
-        if_not_exists=True,
-    )
-    db.table("identity_links").create_index(["target"], if_not_exists=True)
-    # The catalog part of event definitions; count and last_seen are derived
-    # from the events table when read, so the write path touches this table
-    # only when a type or a parameter name is new.
-    db.table("definitions").create(
-        {"tenant": str, "source": str, "name": str, "first_seen": str, "params": str},
-        pk=("tenant", "source", "name"),
-        if_not_exists=True,
-    )
-    db.table("api_keys").create(
-        {
-            "id": str,
-            "tenant": str,
-            "kind": str,
-            "key_hash": str,
-            "label": str,
-            "created_at": str,
-            "revoked_at": str,
-        },
-        pk="id",
-        if_not_exists=True,
-    )
-    db.table("api_keys").create_index(["key_hash"], unique=True, if_not_exists=True)
-
-
-@migrations()
-def m002_profiles(db: Database) -> None:
-    """Profiles of the profile events API: attributes per hashed user key."""
-    db.table("profiles").create(
-        {
-            "tenant": str,
-            "user_key": str,
-            "email": str,
-            "attributes": str,
-            "created_at": str,
-            "updated_at": str,
-        },
-        pk=("tenant", "user_key"),
-        not_null={"attributes", "created_at", "updated_at"},
-        if_not_exists=True,
-    )
-
 
 _COLUMNS = (
     "id, tenant, source, type, user, user_kind, item_type, item_id,"
@@ -262,11 +164,11 @@ class SQLiteStore(Store):
         # IntegrityError or a lock, and retries to find nothing pending.
         for attempt in range(20):
             try:
-                db = Database(self._connect(), execute_plugins=False)
+                conn = self._connect()
                 try:
-                    migrations.apply(db)
+                    migrate(conn)
                 finally:
-                    db.close()
+                    conn.close()
                 return
             except sqlite3.Error:
                 if attempt == 19:
