@@ -192,54 +192,6 @@ def test_connection_lost_for_good_inside_a_write_is_503_and_commits_nothing(
     assert pg_store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-3")]).stored
 
 
-def _lose_the_connection_at_commit(
-    monkeypatch: pytest.MonkeyPatch, admin: psycopg.Connection[Any], *, after_commit: bool
-) -> list[int]:
-    """Make the next COMMIT of this thread's write lose its connection, after the
-    server committed (the acknowledgement is lost) or before (nothing committed)."""
-    real_commit = psycopg.Connection.commit
-    lost: list[int] = []
-
-    def commit(conn: psycopg.Connection[Any]) -> None:
-        if lost or conn.autocommit or threading.current_thread() is not threading.main_thread():
-            return real_commit(conn)
-        lost.append(conn.info.backend_pid)
-        if after_commit:
-            real_commit(conn)
-        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
-        if after_commit:
-            conn.execute("SELECT 1")  # raises: the connection is gone
-        real_commit(conn)
-
-    monkeypatch.setattr(psycopg.Connection, "commit", commit)
-    return lost
-
-
-def test_connection_lost_during_a_commit_that_committed_is_a_success(
-    pg_store: PostgresStore, admin: psycopg.Connection[Any], schema: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The server committed but its answer was lost: a 503 would make the client store it twice."""
-    pg_store.check()
-    lost = _lose_the_connection_at_commit(monkeypatch, admin, after_commit=True)
-    events = [Event("t1", "test", "click", occurred_at=T0, received_at=T0, id=f"e-{i}") for i in range(2)]
-    result = pg_store.write(events, [Rejection("schema_violation", "bad", "test", tenant="t1")])
-    assert len(lost) == 1  # the connection really was lost at COMMIT
-    assert [e.id for e in result.stored] == ["e-0", "e-1"]
-    assert count(admin, schema) == 2 and count(admin, schema, "rejected") == 1
-
-
-def test_connection_lost_during_a_commit_that_did_not_commit_is_503(
-    pg_store: PostgresStore, admin: psycopg.Connection[Any], schema: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pg_store.check()
-    lost = _lose_the_connection_at_commit(monkeypatch, admin, after_commit=False)
-    with pytest.raises(StoreUnavailable):
-        pg_store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-1")])
-    assert len(lost) == 1
-    assert count(admin, schema) == 0
-    assert pg_store.write([Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-1")]).stored
-
-
 def test_exhausted_pool_is_503_not_a_wait_forever(pg_database: str, schema: str) -> None:
     store = store_from_url(pg_database, schema=schema, pool_min_size=0, pool_max_size=1, connect_timeout=0.5)
     assert isinstance(store, PostgresStore)

@@ -32,7 +32,6 @@ from . import EventQuery, Store, WriteResult, unstorable
 from .postgres_pool import Connections
 from .postgres_sql import (
     COLUMNS,
-    COMMITTED,
     DEFINITIONS,
     INSERT,
     INSERT_FIRST_WINS,
@@ -131,9 +130,6 @@ class PostgresStore(Store):
                 continue
             storable.append((event, props))
         ids = [event.id for event, _ in storable]
-        for rejection in rejections_in:  # known ids: a lost COMMIT can be looked up
-            rejection.id = rejection.id or new_event_id()
-        witnesses = [i for i in ids if i] + [r.id for r in rejections_in if r.id]
 
         def work(cur: psycopg.Cursor[Any]) -> tuple[WriteResult, list[Rejection], list[Any]]:
             for (event, _), event_id in zip(storable, ids, strict=True):
@@ -147,17 +143,7 @@ class PostgresStore(Store):
         # A small batch without directives (which read results as they go) is sent
         # in one pipelined round trip before COMMIT; large ones go in with COPY.
         pipeline = len(storable) <= _COPY_FROM and not any(e.has_directives for e, _ in storable)
-
-        def committed(cur: psycopg.Cursor[Any]) -> bool:
-            """One new row is there: the whole transaction is. (An event that only
-            replaced or duplicated a stored one leaves no new id: then a 503, and
-            the client's retry is idempotent.)"""
-            cur.execute(COMMITTED, (witnesses, witnesses))
-            return bool(cur.fetchone()[0])  # type: ignore[index]
-
-        result, rejected, new_definitions = self._db.transact(
-            work, pipeline=pipeline, committed=committed if witnesses else None
-        )
+        result, rejected, new_definitions = self._db.transact(work, pipeline=pipeline)
         self.remember_definitions(new_definitions)  # committed: remember them
         result.rejected = rejected
         return result

@@ -107,24 +107,15 @@ class Connections:
         return StoreUnavailable(message, retry_after=self.retry_after)
 
     def transact(
-        self,
-        work: Callable[[psycopg.Cursor[Any]], T],
-        *,
-        dict_rows: bool = False,
-        pipeline: bool = False,
-        committed: Callable[[psycopg.Cursor[Any]], bool] | None = None,
+        self, work: Callable[[psycopg.Cursor[Any]], T], *, dict_rows: bool = False, pipeline: bool = False
     ) -> T:
         """Run ``work`` in one transaction and commit it.
 
         A pooled connection can be dead without the pool knowing (the server
         restarted, the network dropped it). When one fails before COMMIT was
         sent, nothing was committed, so ``work`` runs again on another
-        connection, until the connect timeout; then :class:`StoreUnavailable`.
-
-        When the connection is lost *during* COMMIT, the server may or may
-        not have committed. ``committed(cursor)`` answers that on a new
-        connection (e.g. "is one of the new ids there?"): if it says yes,
-        the write succeeded; if not, or if it cannot be asked, 503.
+        connection, until the connect timeout; then, or when COMMIT itself
+        fails, :class:`StoreUnavailable`.
         """
         pool = self.pool()
         deadline = time.monotonic() + self.connect_timeout
@@ -153,39 +144,13 @@ class Connections:
                     if not conn.broken:
                         conn.rollback()
                     raise
-                backend = conn.info.backend_pid
                 try:
                     conn.commit()
                 except UNAVAILABLE as exc:
-                    if committed is not None and conn.broken and self._was_committed(backend, committed):
-                        log.warning("PostgreSQL connection was lost during COMMIT, which had committed")
-                        return out
                     raise self.unavailable(exc) from exc
                 return out
             finally:
                 pool.putconn(conn)  # a broken connection is discarded and replaced
-
-    def _was_committed(self, backend: int, committed: Callable[[psycopg.Cursor[Any]], bool]) -> bool:
-        """Whether the transaction of the lost ``backend`` committed; False when unknown.
-
-        The old backend may not have noticed the lost connection and still be
-        finishing the COMMIT: it is ended first (a role may end its own
-        backends), so that what ``committed`` reads is final.
-        """
-        deadline = time.monotonic() + self.connect_timeout
-        try:
-            with psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs()) as probe:
-                self._configure(probe)
-                probe.execute("SELECT pg_terminate_backend(%s)", (backend,))
-                while probe.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone():
-                    if time.monotonic() > deadline:
-                        return False
-                    time.sleep(0.01)
-                with probe.cursor() as cur:
-                    return committed(cur)
-        except psycopg.Error as exc:
-            log.warning("PostgreSQL: could not learn whether a lost COMMIT committed: %s", exc)
-            return False
 
     def rows(self, query: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run one statement in its own transaction; its rows, if any."""

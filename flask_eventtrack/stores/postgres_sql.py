@@ -50,11 +50,6 @@ FROM definitions d LEFT JOIN (
   FROM events{only} GROUP BY tenant, source, type
 ) e ON e.tenant = d.tenant AND e.source = d.source AND e.type = d.name
 """
-# After a connection lost during COMMIT: is any of the write's new ids there?
-COMMITTED = (
-    "SELECT EXISTS (SELECT 1 FROM events WHERE id = ANY(%s))"
-    " OR EXISTS (SELECT 1 FROM rejected WHERE id = ANY(%s))"
-)
 WITHIN_WINDOW = (
     'SELECT 1 FROM events WHERE "user" = %s AND occurred_at > %s AND occurred_at < %s'
     " AND tenant = %s AND source = %s AND type = %s LIMIT 1"
