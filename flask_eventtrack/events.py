@@ -184,6 +184,26 @@ class Event:
             status=row["status"],
         )
 
+    def to_row(self, *, time: Callable[[datetime], Any], props: str) -> tuple[Any, ...]:
+        """The store row, in column order (:data:`EXPORT_FIELDS`); ``time`` converts
+        times to the store's representation, ``props`` is the encoded ``props``."""
+        return (
+            self.id,
+            self.tenant,
+            self.source,
+            self.type,
+            self.user,
+            self.user_kind,
+            self.item_type,
+            self.item_id,
+            time(self.occurred_at),  # type: ignore[arg-type]  # set by the pipeline
+            time(self.received_at),  # type: ignore[arg-type]
+            self.original_time,
+            props,
+            self.dedup_key,
+            self.status,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The exported form: spec field names, times as ISO 8601 UTC text."""
         return {

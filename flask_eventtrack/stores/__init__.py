@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigurationError
 from ..events import Event, Rejection, new_event_id, utcnow
 
-__all__ = ["EventQuery", "Store", "WriteResult", "clean", "store_from_url", "unstorable"]
+__all__ = ["EventQuery", "Store", "WriteResult", "clean", "merge_attributes", "store_from_url", "unstorable"]
 
 #: scheme -> "module:Class"; imported only when a URL asks for it.
 SCHEMES: dict[str, str] = {
@@ -40,6 +40,18 @@ def unstorable(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def merge_attributes(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Profile attributes ``stored`` with ``changes`` applied: shallow, and a key set
+    to None is removed (the profile events API's merge rule, for every store)."""
+    merged = dict(stored)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 def clean(text: str | None) -> str | None:

@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 from .._json import ascii_dumps, dumps
 from ..errors import ConfigurationError
 from ..events import Event, Rejection, new_event_id, utcnow
-from . import EventQuery, Store, WriteResult, unstorable
+from . import EventQuery, Store, WriteResult, merge_attributes, unstorable
 from .postgres_pool import Connections
 from .postgres_sql import (
     COLUMNS,
@@ -412,12 +412,7 @@ class PostgresStore(Store):
         row = cur.fetchone()
         if row is None and not create:
             return None
-        merged: dict[str, Any] = {} if row is None else dict(row[1])
-        for key, value in attributes.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
+        merged = merge_attributes({} if row is None else row[1], attributes)
         if row is None:
             cur.execute(
                 "INSERT INTO profiles (tenant, user_key, email, attributes, created_at, updated_at)"

@@ -120,10 +120,7 @@ class Connections:
         pool = self.pool()
         deadline = time.monotonic() + self.connect_timeout
         while True:
-            try:
-                conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
-            except UNAVAILABLE as exc:
-                raise self.unavailable(exc) from exc
+            conn = self._getconn(pool, deadline)
             try:
                 try:
                     with conn.cursor(row_factory=dict_row) if dict_rows else conn.cursor() as cur:
@@ -178,14 +175,20 @@ class Connections:
                 conn.rollback()
             pool.putconn(conn)
 
+    def _getconn(
+        self, pool: ConnectionPool[psycopg.Connection[Any]], deadline: float
+    ) -> psycopg.Connection[Any]:
+        """A pooled connection, or :class:`StoreUnavailable` once ``deadline`` passed."""
+        try:
+            return pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
+        except UNAVAILABLE as exc:
+            raise self.unavailable(exc) from exc
+
     def _live_connection(self, pool: ConnectionPool[psycopg.Connection[Any]]) -> psycopg.Connection[Any]:
         """A pooled connection that answered a ping (for reads that hold one a while)."""
         deadline = time.monotonic() + self.connect_timeout
         while True:
-            try:
-                conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
-            except UNAVAILABLE as exc:
-                raise self.unavailable(exc) from exc
+            conn = self._getconn(pool, deadline)
             try:
                 ConnectionPool.check_connection(conn)
                 return conn

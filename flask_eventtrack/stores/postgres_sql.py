@@ -80,19 +80,4 @@ def lock_key(*parts: str | None) -> int:
 
 
 def event_row(event: Event, props: str) -> tuple[Any, ...]:
-    return (
-        event.id,
-        event.tenant,
-        event.source,
-        event.type,
-        event.user,
-        event.user_kind,
-        event.item_type,
-        event.item_id,
-        to_ms(event.occurred_at),  # type: ignore[arg-type]
-        to_ms(event.received_at),  # type: ignore[arg-type]
-        event.original_time,
-        props,
-        event.dedup_key,
-        event.status,
-    )
+    return event.to_row(time=to_ms, props=props)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
 from ..events import Event, Rejection, format_time, new_event_id, parse_time, utcnow
-from . import EventQuery, Store, WriteResult
+from . import EventQuery, Store, WriteResult, merge_attributes
 from .sqlite_schema import migrate
 
 log = logging.getLogger("flask_eventtrack")
@@ -70,22 +70,7 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 def _event_row(event: Event) -> tuple[Any, ...]:
-    return (
-        event.id,
-        event.tenant,
-        event.source,
-        event.type,
-        event.user,
-        event.user_kind,
-        event.item_type,
-        event.item_id,
-        format_time(event.occurred_at),
-        format_time(event.received_at),
-        event.original_time,
-        _dumps(event.props),
-        event.dedup_key,
-        event.status,
-    )
+    return event.to_row(time=format_time, props=_dumps(event.props))
 
 
 class SQLiteStore(Store):
@@ -451,12 +436,7 @@ class SQLiteStore(Store):
         ).fetchone()
         if row is None and not create:
             return None
-        merged: dict[str, Any] = {} if row is None else json.loads(row["attributes"])
-        for key, value in attributes.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
+        merged = merge_attributes({} if row is None else json.loads(row["attributes"]), attributes)
         if row is None:
             conn.execute(
                 "INSERT INTO profiles (tenant, user_key, email, attributes, created_at, updated_at)"
