@@ -84,6 +84,8 @@ def parse_time(value: str) -> datetime:
 _last_ms = 0
 _seq = 0
 _id_lock = threading.Lock()  # gthread workers: ids stay monotonic across threads
+# The RFC 9562 variant (0b10) in the top bits of a random hex digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def new_event_id() -> str:
@@ -95,25 +97,27 @@ def new_event_ids(count: int) -> list[str]:
     """``count`` UUIDv7 strings, in order: one lock and one ``urandom`` call for a batch.
 
     A 12-bit counter in ``rand_a`` keeps ids monotonic within one millisecond in
-    one process; the 62 random bits keep processes apart.
+    one process (an exhausted counter borrows the next millisecond); the 62
+    random bits keep processes apart. The lock only reserves the counter range.
     """
     global _last_ms, _seq
-    stamps = []
     with _id_lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms, _seq = ms, -1
-        for _ in range(count):
-            _seq += 1
-            if _seq > 0xFFF:  # counter exhausted: borrow the next millisecond
-                _last_ms += 1
-                _seq = 0
-            stamps.append((_last_ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62))
-    random = os.urandom(8 * count)
+        ms, seq = _last_ms, _seq + 1
+        _last_ms += (_seq + count) >> 12
+        _seq = (_seq + count) & 0xFFF
+    random = os.urandom(8 * count).hex()
+    variant = _VARIANT
+    head = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
     ids = []
-    for i, stamp in enumerate(stamps):
-        h = f"{stamp | int.from_bytes(random[8 * i : 8 * i + 8]) & 0x3FFF_FFFF_FFFF_FFFF:032x}"
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    for i in range(0, 16 * count, 16):
+        if seq > 0xFFF:
+            ms, seq = ms + 1, 0
+            head = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
+        ids.append(f"{head}{seq:03x}-{variant[random[i]]}{random[i + 1 : i + 4]}-{random[i + 4 : i + 16]}")
+        seq += 1
     return ids
 
 

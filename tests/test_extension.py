@@ -252,6 +252,29 @@ def test_event_ids_are_uuid7_and_time_ordered() -> None:
     assert len({u.int & (2**62 - 1) for u in parsed}) == len(ids)  # the random bits differ too
 
 
+def test_event_ids_stay_unique_and_ordered_across_threads() -> None:
+    import threading
+
+    results: list[list[str]] = []
+
+    def work() -> None:
+        mine: list[str] = []
+        for size in (1, 700, 3, 5000, 1) * 4:
+            mine += new_event_ids(size)
+        results.append(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(ids == sorted(ids) for ids in results)
+    everything = [i for ids in results for i in ids]
+    assert len(set(everything)) == len(everything) == 6 * 4 * 5705
+    # the counter ranges the threads reserved never overlap: ids without their random part are unique too
+    assert len({i[:18] for i in everything}) == len(everything)
+
+
 def test_a_failing_after_store_hook_or_receiver_does_not_undo_the_answer(
     tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
