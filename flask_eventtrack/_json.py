@@ -15,13 +15,14 @@ __all__ = ["ascii_dumps", "dumps"]
 
 
 def _compact_encoder(ensure_ascii: bool) -> Callable[[Any], str]:
-    reference = JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":"))
+    reference = JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":"), allow_nan=False)
     if c_make_encoder is None:  # a Python built without the _json accelerator
         return reference.encode
     encode_string = encode_basestring_ascii if ensure_ascii else encode_basestring
     # No circular-reference markers: what is encoded comes from parsed JSON, so
     # it cannot hold a cycle (one put there by a host hook is a RecursionError).
-    encoder = c_make_encoder(None, reference.default, encode_string, None, ":", ",", False, False, True)
+    # allow_nan=False: NaN and Infinity are not JSON (a ValueError, as from json.dumps).
+    encoder = c_make_encoder(None, reference.default, encode_string, None, ":", ",", False, False, False)
 
     def encode(value: Any) -> str:
         return "".join(encoder(value, 0))

@@ -52,14 +52,18 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-@lru_cache(maxsize=4096)
 def format_time(value: datetime) -> str:
-    """``2022-11-28T12:18:27.000Z``: fixed width, so text order is time order.
+    """``2022-11-28T12:18:27.000Z``: fixed width, so text order is time order."""
+    return _format_utc(value if value.tzinfo is UTC else value.astimezone(UTC))
 
-    Cached: a batch usually shares one receipt time and few occurrence times.
+
+@lru_cache(maxsize=4096)
+def _format_utc(value: datetime) -> str:
+    """Cached: a batch usually shares one receipt time and few occurrence times.
+
+    Only UTC values are cached: two local times that differ only in ``fold``
+    (the repeated hour when clocks go back) are equal as keys.
     """
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
     if value.year < 1000:  # isoformat would not pad to four digits everywhere
         v = value
         return (

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import signals
@@ -93,6 +93,8 @@ class Pipeline:
             event.occurred_at = received
         else:
             event.original_time = None
+            if occurred.tzinfo is not UTC:  # one representation for every store
+                event.occurred_at = occurred.astimezone(UTC)
         if self.hash_user is not None:
             if event.user is not None:
                 event.user = self.hash_user(event.user)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
@@ -226,6 +228,50 @@ def test_emit_validates(tmp_path: Any) -> None:
         assert "type" in info.value.messages
         with pytest.raises(ValidationError):
             track.emit("t", occurred_at=datetime(2024, 1, 1))  # naive: no offset
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("-inf"), Decimal("1.5"), datetime(2024, 1, 1), "\ud800", {"set": {1}}]
+)
+def test_emit_refuses_props_no_store_can_keep(tmp_path: Any, value: Any) -> None:
+    track = EventTrack()
+    app = make_app(tmp_path)
+    track.init_app(app)
+    with app.app_context():
+        with pytest.raises(ValidationError) as info:
+            track.emit("score", user="u", props={"value": value})
+        assert "props" in info.value.messages
+        assert track.store.count_events(EventQuery()) == 0
+
+
+def test_emit_stores_a_local_time_as_utc_even_in_a_dst_fold(tmp_path: Any) -> None:
+    track = EventTrack()
+    app = make_app(tmp_path)
+    track.init_app(app)
+    second = datetime(2024, 10, 27, 2, 30, tzinfo=ZoneInfo("Europe/Berlin"), fold=1)  # = 01:30Z
+    with app.app_context():
+        (sent,) = track.emit("a", user="u", occurred_at=second).stored
+        (back,) = track.store.iter_events(EventQuery())
+    assert sent.occurred_at == back.occurred_at == datetime(2024, 10, 27, 1, 30, tzinfo=UTC)
+    assert sent.occurred_at.tzinfo is UTC  # type: ignore[union-attr]
+
+
+def test_a_hook_that_makes_an_event_unstorable_rejects_that_event_only(tmp_path: Any) -> None:
+    track = EventTrack()
+
+    @track.enrich
+    def score(event: Event) -> None:
+        if event.type == "bad":
+            event.props["score"] = float("nan")
+
+    app = make_app(tmp_path)
+    track.init_app(app)
+    body = {"data": [{"user_id": "u", "type": "good"}, {"user_id": "u", "type": "bad"}]}
+    assert app.test_client().post("/cortex", json=body).status_code == 200
+    with app.app_context():
+        assert [e.type for e in track.store.iter_events(EventQuery())] == ["good"]
+        (rejected,) = track.store.iter_rejected(EventQuery())
+    assert rejected.reason == "schema_violation" and "not JSON compliant" in rejected.message
 
 
 def test_future_time_within_clock_skew_is_kept(tmp_path: Any) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from _pg import new_schema
@@ -118,6 +120,44 @@ def test_query_filters(store: Store) -> None:
     assert [e.user for e in events(store, since=T0 + timedelta(hours=1))] == ["b", "c"]
     assert [e.user for e in events(store, until=T0 + timedelta(hours=1))] == ["a"]
     assert store.count_events(EventQuery(type="view", tenant="t1")) == 1
+
+
+def test_local_times_are_stored_as_their_instant_even_in_a_dst_fold(store: Store) -> None:
+    # 02:30 happens twice in Berlin on 2024-10-27: 00:30Z (fold=0), then 01:30Z (fold=1).
+    first = datetime(2024, 10, 27, 2, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    store.write([ev("a", at=first), ev("b", at=first.replace(fold=1))])
+    assert {e.type: e.occurred_at for e in events(store)} == {
+        "a": datetime(2024, 10, 27, 0, 30, tzinfo=UTC),
+        "b": datetime(2024, 10, 27, 1, 30, tzinfo=UTC),
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"props": {"score": float("nan")}}, "props cannot be stored as JSON"),
+        ({"props": {"score": float("inf")}}, "props cannot be stored as JSON"),
+        ({"props": {"price": Decimal("1.5")}}, "props cannot be stored as JSON"),
+        ({"props": {"at": datetime(2024, 1, 1)}}, "props cannot be stored as JSON"),
+        ({"props": {"name": "lone \ud800 surrogate"}}, "unpaired surrogate"),
+        ({"type": "nul\x00type"}, "NUL character"),
+        ({"item_id": "\udfff"}, "unpaired surrogate"),
+    ],
+)
+def test_an_event_no_store_can_keep_is_rejected_and_the_rest_stored(
+    store: Store, change: dict[str, Any], message: str
+) -> None:
+    """What a host hook may put in an event: the same rejection in every store, never a 500."""
+    good, bad = ev("good"), ev("bad")
+    for name, value in change.items():
+        setattr(bad, name, value)
+    result = store.write([good, bad, ev("good")])
+    assert [e.type for e in result.stored] == ["good", "good"]
+    (rejected,) = result.rejected
+    assert rejected.reason == "schema_violation" and message in rejected.message
+    assert [e.type for e in events(store)] == ["good", "good"]
+    (logged,) = store.iter_rejected(EventQuery())
+    assert logged.reason == "schema_violation" and logged.payload and '"tenant":"t1"' in logged.payload
 
 
 # -- write directives ----------------------------------------------------------

@@ -6,6 +6,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from .._json import dumps
+from ..stores import unstorable
+
 __all__ = ["EmitSchema", "ScalarOrString", "check_value"]
 
 
@@ -50,6 +53,17 @@ def check_value(value: Any, *, max_length: int, max_depth: int, path: str) -> No
                 stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
 
 
+def storable_json(value: Any) -> None:
+    """Refuse what no store keeps as given: NaN, Infinity, values JSON has no
+    form of (``Decimal``, ``datetime``), NUL characters and unpaired surrogates."""
+    try:
+        text = dumps(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ValidationError(f"Must hold JSON values only: {exc}.") from None
+    if unstorable(text):
+        raise ValidationError("Must not contain a NUL character or an unpaired surrogate.")
+
+
 class EmitSchema(Schema):
     """Events emitted from Python by the host app (``EventTrack.emit``)."""
 
@@ -61,5 +75,5 @@ class EmitSchema(Schema):
     item_type = ScalarOrString(allow_none=True)
     item_id = ScalarOrString(allow_none=True)
     occurred_at = fields.AwareDateTime(allow_none=True, format="iso")
-    props = fields.Dict(keys=fields.String())
+    props = fields.Dict(keys=fields.String(), validate=storable_json)
     dedup_key = fields.String(allow_none=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import abc
 import importlib
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from .._json import dumps
 from ..errors import ConfigurationError
 from ..events import Event, Rejection, new_event_id, utcnow
 
@@ -108,6 +110,51 @@ class Store(abc.ABC):
         self._known: dict[tuple[str, str, str], frozenset[str]] = {}
 
     # -- helpers shared by the SQL stores ------------------------------------
+    def encode(self, events: Sequence[Event]) -> tuple[list[tuple[Event, str]], list[Rejection]]:
+        """Each event with its ``props`` as JSON text, and a rejection for each event
+        no store can keep as it is: ``props`` that are not JSON (NaN, a ``Decimal``,
+        a ``datetime``), or text with a NUL character or an unpaired surrogate.
+
+        The dialects refuse such input before; this catches what a host hook or
+        ``emit`` put there, the same way in every store, instead of a 500.
+        """
+        storable: list[tuple[Event, str]] = []
+        rejected: list[Rejection] = []
+        for event in events:
+            try:
+                props = dumps(event.props)
+            except (ValueError, TypeError, RecursionError) as exc:
+                message = f"props cannot be stored as JSON: {exc}"
+                rejected.append(self.reject_event(event, "schema_violation", message))
+                continue
+            if unstorable(
+                f"{event.tenant}{event.source}{event.type}{event.user}{event.user_kind}{event.item_type}"
+                f"{event.item_id}{event.original_time}{event.dedup_key}{event.status}{event.links_to}{props}"
+            ):
+                message = (
+                    "a text value contains a NUL character or an unpaired surrogate, which cannot be stored"
+                )
+                rejected.append(self.reject_event(event, "schema_violation", message))
+                continue
+            storable.append((event, props))
+        return storable, rejected
+
+    @staticmethod
+    def reject_event(event: Event, reason: str, message: str) -> Rejection:
+        """A rejected-log entry for ``event``, refused by the store itself."""
+        # ASCII with str() for what JSON has no form of: any event can be logged.
+        payload = json.dumps(event.to_dict(), separators=(",", ":"), default=str)
+        return Rejection(
+            reason=reason,
+            message=message,
+            source=event.source,
+            tenant=event.tenant,
+            type=event.type,
+            payload=payload,
+            received_at=event.received_at,
+            id=new_event_id(),
+        )
+
     def new_definitions(self, events: Sequence[Event]) -> list[tuple[tuple[str, str, str], frozenset[str]]]:
         """The (type, parameter names) of ``events`` the catalog may not have yet.
 

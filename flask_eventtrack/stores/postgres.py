@@ -25,10 +25,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from .._json import ascii_dumps, dumps
+from .._json import dumps
 from ..errors import ConfigurationError
-from ..events import Event, Rejection, new_event_id, utcnow
-from . import EventQuery, Store, WriteResult, merge_attributes, unstorable
+from ..events import Event, Rejection, utcnow
+from . import EventQuery, Store, WriteResult, merge_attributes
 from .postgres_pool import Connections
 from .postgres_sql import (
     COLUMNS,
@@ -37,7 +37,6 @@ from .postgres_sql import (
     INSERT_FIRST_WINS,
     INSERT_REJECTED,
     INSERT_REPLACE,
-    TEXT_FIELDS,
     UPSERT_DEFINITION,
     WITHIN_WINDOW,
     as_text,
@@ -112,23 +111,8 @@ class PostgresStore(Store):
 
     # -- writing ---------------------------------------------------------
     def write(self, events: Sequence[Event], rejections: Sequence[Rejection] = ()) -> WriteResult:
-        rejections_in = list(rejections)
-        storable: list[tuple[Event, str]] = []
-        for event in events:
-            props = dumps(event.props)
-            if unstorable(props) or any(
-                isinstance(v, str) and unstorable(v) for v in (getattr(event, f) for f in TEXT_FIELDS)
-            ):
-                rejections_in.append(
-                    self._reject(
-                        event,
-                        "schema_violation",
-                        "a text value contains a NUL"
-                        " character or an unpaired surrogate, which cannot be stored",
-                    )
-                )
-                continue
-            storable.append((event, props))
+        storable, unstorable_events = self.encode(events)
+        rejections_in = [*rejections, *unstorable_events]
         ids = [event.id for event, _ in storable]
 
         def work(cur: psycopg.Cursor[Any]) -> tuple[WriteResult, list[Rejection], list[Any]]:
@@ -208,7 +192,7 @@ class PostgresStore(Store):
                 message = (
                     f"a {event.type!r} event for this user was already recorded within {minutes:g} minutes"
                 )
-                rejected.append(self._reject(event, "duplicate", message))
+                rejected.append(self.reject_event(event, "duplicate", message))
                 return
         if event.dedup_key and event.replace:
             cur.execute(INSERT_REPLACE, row)
@@ -220,7 +204,7 @@ class PostgresStore(Store):
             cur.execute(INSERT_FIRST_WINS, row)
             if cur.rowcount == 0:
                 message = f"an event with key {event.dedup_key!r} was already recorded"
-                rejected.append(self._reject(event, "duplicate", message))
+                rejected.append(self.reject_event(event, "duplicate", message))
                 return
         else:
             cur.execute(INSERT, row)
@@ -234,19 +218,6 @@ class PostgresStore(Store):
             attributes, email = event.merge_profile
             self._merge_profile(cur, event.tenant, event.user, attributes, email, create=False)
         result.stored.append(event)
-
-    @staticmethod
-    def _reject(event: Event, reason: str, message: str) -> Rejection:
-        return Rejection(
-            reason=reason,
-            message=message,
-            source=event.source,
-            tenant=event.tenant,
-            type=event.type,
-            payload=(ascii_dumps if reason != "duplicate" else dumps)(event.to_dict()),
-            received_at=event.received_at,
-            id=new_event_id(),
-        )
 
     def _rejection_row(self, r: Rejection) -> tuple[Any, ...]:
         return self.rejection_row(r, to_ms)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
-from ..events import Event, Rejection, format_time, new_event_id, parse_time, utcnow
+from ..events import Event, Rejection, format_time, parse_time, utcnow
 from . import EventQuery, Store, WriteResult, merge_attributes
 from .sqlite_schema import migrate
 
@@ -67,10 +67,6 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
-
-
-def _event_row(event: Event) -> tuple[Any, ...]:
-    return event.to_row(time=format_time, props=_dumps(event.props))
 
 
 class SQLiteStore(Store):
@@ -168,15 +164,16 @@ class SQLiteStore(Store):
     # -- writing ---------------------------------------------------------
     def write(self, events: Sequence[Event], rejections: Sequence[Rejection] = ()) -> WriteResult:
         result = WriteResult()
-        rejected = list(rejections)
+        storable, unstorable_events = self.encode(events)
+        rejected = [*rejections, *unstorable_events]
         with self._transaction() as conn:
-            plain = [e for e in events if not e.has_directives]
+            plain = [(e, p) for e, p in storable if not e.has_directives]
             if plain:
-                conn.executemany(_INSERT, [_event_row(e) for e in plain])
-                result.stored.extend(plain)
-            for event in events:
+                conn.executemany(_INSERT, [e.to_row(time=format_time, props=p) for e, p in plain])
+                result.stored.extend(e for e, _ in plain)
+            for event, props in storable:
                 if event.has_directives:
-                    self._write_directed(conn, event, result, rejected)
+                    self._write_directed(conn, event, props, result, rejected)
             new_definitions = self._update_definitions(conn, result.stored) if result.stored else ()
             if rejected:
                 conn.executemany(_INSERT_REJECTED, [self._rejection_row(r) for r in rejected])
@@ -188,6 +185,7 @@ class SQLiteStore(Store):
         self,
         conn: sqlite3.Connection,
         event: Event,
+        props: str,
         result: WriteResult,
         rejected: list[Rejection],
     ) -> None:
@@ -207,15 +205,12 @@ class SQLiteStore(Store):
             ).fetchone()
             if hit:
                 minutes = event.once_per.total_seconds() / 60
-                rejected.append(
-                    self._duplicate(
-                        event,
-                        f"a {event.type!r} event for this user was already"
-                        f" recorded within {minutes:g} minutes",
-                    )
+                message = (
+                    f"a {event.type!r} event for this user was already recorded within {minutes:g} minutes"
                 )
+                rejected.append(self.reject_event(event, "duplicate", message))
                 return
-        row = _event_row(event)
+        row = event.to_row(time=format_time, props=props)
         if event.dedup_key and event.replace:
             kept_id, kept_at = conn.execute(_INSERT_REPLACE, row).fetchone()
             if kept_id != event.id:  # replaced: hooks see the stored identity and time
@@ -223,9 +218,8 @@ class SQLiteStore(Store):
                 result.replaced.append(event)
         elif event.dedup_key:
             if conn.execute(_INSERT_FIRST_WINS, row).rowcount == 0:
-                rejected.append(
-                    self._duplicate(event, f"an event with key {event.dedup_key!r} was already recorded")
-                )
+                message = f"an event with key {event.dedup_key!r} was already recorded"
+                rejected.append(self.reject_event(event, "duplicate", message))
                 return
         else:
             conn.execute(_INSERT, row)
@@ -239,19 +233,6 @@ class SQLiteStore(Store):
             self._merge_profile(conn, event.tenant, event.user, attributes, email, create=False)
         result.stored.append(event)
 
-    @staticmethod
-    def _duplicate(event: Event, message: str) -> Rejection:
-        return Rejection(
-            reason="duplicate",
-            message=message,
-            source=event.source,
-            tenant=event.tenant,
-            type=event.type,
-            payload=_dumps(event.to_dict()),
-            received_at=event.received_at,
-            id=new_event_id(),
-        )
-
     def _rejection_row(self, r: Rejection) -> tuple[Any, ...]:
         return self.rejection_row(r, format_time)
 
@@ -259,7 +240,7 @@ class SQLiteStore(Store):
         """Record new types and parameter names; returns what to remember after COMMIT."""
         new = self.new_definitions(events)
         if new:
-            seen = format_time(events[0].received_at)
+            seen = format_time(events[0].received_at)  # type: ignore[arg-type]  # set by the pipeline
             conn.executemany(
                 _UPSERT_DEFINITION,
                 [(*group, seen, _dumps(sorted(params))) for group, params in new],
