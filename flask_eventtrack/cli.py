@@ -5,19 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import click
 from flask.cli import with_appcontext
 
 from .dialects import available_dialects, dialect_module
+from .errors import StoreUnavailable
 from .events import EXPORT_FIELDS
 from .extension import get_state
 from .keys import KEY_KINDS, create_key
 from .stores import EventQuery
 
+F = TypeVar("F", bound=Callable[..., Any])
 REJECTED_FIELDS = ("id", "tenant", "source", "type", "reason", "message", "payload", "received_at")
 PROGRESS_EVERY = 10_000
 
@@ -34,10 +36,34 @@ class IsoTime(click.ParamType):  # type: ignore[type-arg]
             parsed = datetime.fromisoformat(str(value).replace("z", "Z"))
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 date or time", param, ctx)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        try:
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+            self.fail(f"{value!r} is out of range once converted to UTC", param, ctx)
 
 
-@click.group(help="Read and manage the events recorded by flask-eventtrack.")
+def tenant_option(help: str) -> Callable[[F], F]:
+    """A required ``--tenant``: an empty one would issue what no request can use."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        if not value.strip():
+            raise click.BadParameter("must not be empty")
+        return value
+
+    return click.option("--tenant", required=True, callback=check, help=help)
+
+
+class _Commands(click.Group):
+    """Our commands: a store that cannot be reached is a one-line error, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StoreUnavailable as exc:
+            raise click.ClickException(f"The event store is unavailable: {exc.description}") from None
+
+
+@click.group(cls=_Commands, help="Read and manage the events recorded by flask-eventtrack.")
 def cli() -> None:
     pass
 
@@ -155,7 +181,7 @@ def keys() -> None:
 
 
 @keys.command("create", help="Issue a key for a tenant; the secret is printed once.")
-@click.option("--tenant", required=True, help="The tenant (workspace / customer id) the key writes to.")
+@tenant_option("The tenant (workspace / customer id) the key writes to.")
 @click.option("--kind", type=click.Choice(KEY_KINDS), default="api", show_default=True)
 @click.option("--label", default="", help="A note to recognise the key by.")
 @with_appcontext

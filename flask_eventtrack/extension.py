@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app
 
-from .config import DEFAULTS, all_defaults, as_list
+from .config import DEFAULTS, NUMBERS, all_defaults, as_list, checked_number
 from .dialects import available_dialects
 from .errors import ConfigurationError
 from .events import Event
@@ -92,6 +92,12 @@ class EventTrack:
         defaults = all_defaults(wanted)
         for key, default in defaults.items():
             app.config.setdefault(key, default)
+        for key in NUMBERS:
+            app.config[key] = checked_number(key, app.config[key])
+        if app.config["EVENTTRACK_POSTGRES_POOL_MIN_SIZE"] > app.config["EVENTTRACK_POSTGRES_POOL_MAX_SIZE"]:
+            raise ConfigurationError(
+                "EVENTTRACK_POSTGRES_POOL_MIN_SIZE must not be larger than EVENTTRACK_POSTGRES_POOL_MAX_SIZE."
+            )
         config = {key: app.config[key] for key in defaults}
         store = self._store or self._make_store(app, config)
         app.config["EVENTTRACK_STORE_URL"] = config["EVENTTRACK_STORE_URL"]
@@ -110,7 +116,7 @@ class EventTrack:
             store,
             self.hooks,
             hash_user=hash_user,
-            clock_skew=timedelta(seconds=int(config["EVENTTRACK_CLOCK_SKEW"])),
+            clock_skew=timedelta(seconds=config["EVENTTRACK_CLOCK_SKEW"]),
         )
         state = EventTrackState(self, config, store, pipeline, tuple(wanted))
         app.extensions["eventtrack"] = state
@@ -128,14 +134,14 @@ class EventTrack:
             config["EVENTTRACK_STORE_URL"] = url
         return store_from_url(
             url,
-            payload_limit=int(config["EVENTTRACK_REJECTED_PAYLOAD_LIMIT"]),
+            payload_limit=config["EVENTTRACK_REJECTED_PAYLOAD_LIMIT"],
             synchronous=config["EVENTTRACK_SQLITE_SYNCHRONOUS"],
-            busy_timeout=int(config["EVENTTRACK_SQLITE_BUSY_TIMEOUT"]),
-            wal_autocheckpoint=int(config["EVENTTRACK_SQLITE_WAL_AUTOCHECKPOINT"]),
-            retry_after=int(config["EVENTTRACK_RETRY_AFTER"]),
-            pool_min_size=int(config["EVENTTRACK_POSTGRES_POOL_MIN_SIZE"]),
-            pool_max_size=int(config["EVENTTRACK_POSTGRES_POOL_MAX_SIZE"]),
-            connect_timeout=float(config["EVENTTRACK_POSTGRES_CONNECT_TIMEOUT"]),
+            busy_timeout=config["EVENTTRACK_SQLITE_BUSY_TIMEOUT"],
+            wal_autocheckpoint=config["EVENTTRACK_SQLITE_WAL_AUTOCHECKPOINT"],
+            retry_after=config["EVENTTRACK_RETRY_AFTER"],
+            pool_min_size=config["EVENTTRACK_POSTGRES_POOL_MIN_SIZE"],
+            pool_max_size=config["EVENTTRACK_POSTGRES_POOL_MAX_SIZE"],
+            connect_timeout=config["EVENTTRACK_POSTGRES_CONNECT_TIMEOUT"],
             schema=config["EVENTTRACK_POSTGRES_SCHEMA"],
         )
 

@@ -200,9 +200,12 @@ def item_categories(
 
 
 def _utc(ctx: click.Context, param: click.Parameter, value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:
+        raise click.BadParameter(f"{value.isoformat()} is out of range once converted to UTC") from None
 
 
 _TIME = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"])

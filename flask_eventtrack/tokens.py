@@ -81,6 +81,8 @@ class Tokens:
 
     def issue(self, tenant: str, key_id: str | None = None) -> str:
         """A new token for ``tenant``; with ``key_id`` it dies with that key."""
+        if not tenant.strip():
+            raise ValueError("A token needs a tenant; verify() refuses an empty one.")
         return str(self.serializer.dumps({"tenant": tenant, "key": key_id}))
 
     def verify(self, token: str | None) -> TokenClaims:

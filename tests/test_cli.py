@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import click
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -82,6 +83,44 @@ def test_bad_time_is_a_usage_error(app: Flask) -> None:
     assert result.exit_code == 2 and "not an ISO 8601" in result.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", "--since", "0001-01-01T00:00:00+01:00"],  # before year 1 in UTC
+        ["export", "--rejected", "--until", "9999-12-31T23:59:59-01:00"],  # after 9999
+        ["scenarios", "--since", "0001-01-01T00:00:00+0100"],
+    ],
+)
+def test_a_time_out_of_range_in_utc_is_a_usage_error(app: Flask, args: list[str]) -> None:
+    result = app.test_cli_runner().invoke(cli_module.cli, args)
+    assert result.exit_code == 2 and "out of range once converted to UTC" in result.output
+
+
+def test_times_with_an_offset_are_converted_to_utc(app: Flask, client: FlaskClient) -> None:
+    client.post("/cortex", json=DATA)  # times: 22:13:20Z, 23:13:20Z, 00:13:20Z
+    rows = lines(run(app, "export", "--since", "2023-11-15T00:13:20+01:00").stdout)  # = 23:13:20Z
+    assert [r["type"] for r in rows] == ["purchase", "purchase"]
+
+
+def test_an_unreachable_store_is_a_one_line_error(tmp_path: Any) -> None:
+    from example_app import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "s",
+            "EVENTTRACK_STORE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",  # nothing listens on port 1
+            "EVENTTRACK_POSTGRES_CONNECT_TIMEOUT": 0.5,
+            "EVENTTRACK_POSTGRES_POOL_MIN_SIZE": 0,
+        }
+    )
+    for args in (["stats"], ["export"], ["keys", "list"]):
+        result = app.test_cli_runner().invoke(cli_module.cli, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert result.output.startswith("Error: The event store is unavailable:"), result.output
+        assert "Traceback" not in result.output
+
+
 def test_stats(app: Flask, client: FlaskClient) -> None:
     client.post("/cortex", json=DATA)
     rows = lines(run(app, "stats", "--json").stdout)
@@ -105,6 +144,13 @@ def test_keys_create_list_revoke(app: Flask, state: EventTrackState) -> None:
     assert run(app, "keys", "revoke", key_id).exit_code == 0
     assert "revoked" in run(app, "keys", "list").stdout
     assert run(app, "keys", "revoke", key_id).exit_code == 1
+
+
+@pytest.mark.parametrize("tenant", ["", "   "])
+def test_a_key_for_an_empty_tenant_is_refused(app: Flask, state: EventTrackState, tenant: str) -> None:
+    result = app.test_cli_runner().invoke(cli_module.cli, ["keys", "create", "--tenant", tenant])
+    assert result.exit_code == 2 and "must not be empty" in result.output
+    assert state.store.list_keys() == []
 
 
 def test_every_command_has_help() -> None:

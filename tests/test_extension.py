@@ -57,6 +57,39 @@ def test_get_state_without_init_app_says_what_to_do() -> None:
         get_state()
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("EVENTTRACK_MAX_CONTENT_LENGTH", "1MB"),  # FLASK_EVENTTRACK_MAX_CONTENT_LENGTH=1MB stays a string
+        ("EVENTTRACK_MAX_CONTENT_LENGTH", 0),
+        ("EVENTTRACK_SQLITE_BUSY_TIMEOUT", -5),
+        ("EVENTTRACK_MAX_EVENTS_PER_REQUEST", 2.5),
+        ("EVENTTRACK_CLOCK_SKEW", None),
+        ("EVENTTRACK_RETRY_AFTER", True),
+        ("EVENTTRACK_POSTGRES_CONNECT_TIMEOUT", "nan"),
+        ("EVENTTRACK_POSTGRES_POOL_MIN_SIZE", 20),  # more than the maximum, 10
+    ],
+)
+def test_a_bad_number_setting_fails_in_init_app_not_on_every_request(
+    tmp_path: Any, key: str, value: Any
+) -> None:
+    app = make_app(tmp_path, **{key: value})
+    with pytest.raises(ConfigurationError, match=key):
+        EventTrack(app)
+
+
+def test_number_settings_given_as_text_are_converted_once(tmp_path: Any) -> None:
+    app = make_app(
+        tmp_path, EVENTTRACK_MAX_CONTENT_LENGTH=" 2048 ", EVENTTRACK_POSTGRES_CONNECT_TIMEOUT="2.5"
+    )
+    EventTrack(app)
+    limit = "EVENTTRACK_MAX_CONTENT_LENGTH"
+    assert app.config[limit] == get_state(app).config[limit] == 2048
+    assert app.config["EVENTTRACK_POSTGRES_CONNECT_TIMEOUT"] == 2.5
+    response = app.test_client().post("/cortex", data=b"x" * 2049, content_type="application/json")
+    assert response.status_code == 413
+
+
 def test_defaults_are_visible_in_app_config(tmp_path: Any) -> None:
     app = make_app(tmp_path)
     EventTrack(app)

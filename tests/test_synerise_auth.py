@@ -334,3 +334,11 @@ def test_profile_read_by_a_custom_id_with_a_slash(client, state, token) -> None:
     assert post(client, "/v4/events/custom", event(client={"customId": "shop/42"}), token).status_code == 202
     [e] = get(client, "/v4/events/profile/customId/shop/42", token).get_json()
     assert e["client"] == {"customId": "shop/42"}
+
+
+@pytest.mark.parametrize("tenant", ["", " "])
+def test_no_token_is_issued_for_an_empty_tenant(state: EventTrackState, tenant: str) -> None:
+    from flask_eventtrack.tokens import Tokens
+
+    with pytest.raises(ValueError, match="needs a tenant"):
+        Tokens(["k"], 60, state.store).issue(tenant)
