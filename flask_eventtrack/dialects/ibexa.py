@@ -21,10 +21,11 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, unquote_to_bytes, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urlsplit
 
 from flask import Blueprint, Request, Response, current_app, request
 from marshmallow import Schema, ValidationError
+from werkzeug.routing import PathConverter
 
 from .. import links
 from ..config import as_list
@@ -75,6 +76,10 @@ _USER_SEGMENTS = frozenset({"userid", "sourceuserid", "targetuserid"})
 _PROPS = ("categorypath", "percentage", "quantity", "rating", "scenario", "triggername")
 _MAX_CUSTOMER_LENGTH = 64
 _Refusal = (BadPayload, NotFoundError, UnauthorizedError, URITooLong)
+_BACKSLASH = "A backslash (\\ or %5C) is not allowed anywhere in the request."
+_NOT_UTF8 = "is not valid UTF-8: percent-escapes must encode UTF-8 text (ü is %C3%BC, not %FC)."
+#: The app's URL converter for the path after the event code (see ``_RestConverter``).
+_REST_CONVERTER = "eventtrack_ibexa_rest"
 
 
 def _shape_text(code: str) -> str:
@@ -160,7 +165,7 @@ class IbexaReader:
                 f"The request URI is {len(uri)} characters long; the limit is {s.max_uri_length}."
             )
         if self.has_backslash(req, uri):
-            raise BadPayload("A backslash (\\ or %5C) is not allowed anywhere in the request.")
+            raise BadPayload(_BACKSLASH)
         if not _valid_customer(customerid):
             if s.customers:
                 raise NotFoundError(f"The customer id {customerid[:40]!r} was not found.")
@@ -216,13 +221,18 @@ class IbexaReader:
         return "\\" in req.script_root + req.path or "\\" in query or "%5c" in query.lower()
 
     @staticmethod
-    def segments(rest: str, req: Request) -> list[str]:
+    def segments(rest: str, req: Request, strict: bool = True) -> list[str]:
         """Path segments after the event code, decoded one by one from the raw URI,
         so an encoded slash (``%2F``) stays inside its user id.
 
         Without a ``%`` in the raw path, decoding it segment by segment gives
         ``rest.split("/")``, so the raw URI is only re-parsed when it has one.
+        ``strict`` refuses bytes that are not UTF-8: werkzeug decodes them to U+FFFD,
+        which would make ``m%FCller`` and ``m%F6ller`` one user. Such bytes always
+        leave a U+FFFD in ``rest``, so only paths with one are checked.
         """
+        if strict and "\ufffd" in rest:
+            _require_utf8_path(req)
         decoded = rest.split("/")
         raw = req.environ.get("RAW_URI") or req.environ.get("REQUEST_URI")
         if not raw or "%" not in str(raw).partition("?")[0]:
@@ -235,14 +245,19 @@ class IbexaReader:
         return parts if "/".join(parts) == rest else decoded
 
     def params(self, req: Request) -> dict[str, str]:
-        """Query parameters, plus form fields of a form-encoded POST."""
-        try:
-            pairs = list(req.args.items(multi=True))
-        except UnicodeDecodeError:  # raw bytes a server passed on undecoded
-            raise BadPayload("The query string is not valid UTF-8; percent-encode it.") from None
+        """Query parameters, plus form fields of a form-encoded POST.
+
+        Both are parsed here rather than by ``req.args``/``req.form``: werkzeug keeps
+        an escape that is not UTF-8 as the text ``%FC`` (the same value as ``%25FC``),
+        and ``req.form`` would find empty a chunked body ``read_body`` has consumed.
+        """
+        pairs = _pairs(req.query_string, "The query string") if req.query_string else []
         if req.method == "POST" and req.mimetype == "application/x-www-form-urlencoded":
-            read_body(self.state)
-            pairs += list(req.form.items(multi=True))
+            form = _pairs(read_body(self.state), "The form body")
+            # has_backslash saw only the URI.
+            if any("\\" in key or "\\" in value for key, value in form):
+                raise BadPayload(_BACKSLASH)
+            pairs += form
         params: dict[str, str] = {}
         for key, value in pairs:
             if key in params:
@@ -330,7 +345,7 @@ class IbexaReader:
         if isinstance(error, URITooLong) or code not in PATH_SHAPES:
             return f"{head}/... ({len(self.raw_uri(request))} characters)"
         query = self.redacted_query(request.query_string)
-        segments = self.segments(rest, request)
+        segments = self.segments(rest, request, strict=False)
         shape = PATH_SHAPES[code]
         if len(segments) != len(shape):
             count = len([x for x in segments if x])
@@ -355,6 +370,35 @@ class IbexaReader:
             else:
                 pairs.append(pair.decode("latin-1"))
         return "?" + "&".join(pairs)
+
+
+def _pairs(raw: bytes, what: str) -> list[tuple[str, str]]:
+    """``name=value`` pairs of a query string or form body, refused unless UTF-8."""
+    try:
+        return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise BadPayload(f"{what} {_NOT_UTF8}") from None
+
+
+def _require_utf8_path(req: Request) -> None:
+    """Refuse a path that is not UTF-8 as sent (the raw URI's escapes) or as the
+    server decoded it (``PATH_INFO``, bytes as latin-1 text per PEP 3333)."""
+    env = req.environ
+    raw = str(env.get("RAW_URI") or env.get("REQUEST_URI") or "")
+    try:
+        str(env.get("PATH_INFO", "")).encode("latin-1").decode("utf-8")
+        unquote_to_bytes(urlsplit(raw).path).decode("utf-8")
+    except UnicodeError:
+        raise BadPayload(f"The URL path {_NOT_UTF8}") from None
+
+
+class _RestConverter(PathConverter):
+    """The path after the event code, empty segments included: werkzeug's ``path``
+    cannot start with a slash, so ``click//1/2`` (no user id) would be a 404, not
+    the dialect's 400 with a rejected-log entry."""
+
+    regex = ".*?"
+    part_isolating = False  # werkzeug infers True from a regex without a "/"
 
 
 def _decoded(part: bytes) -> str:
@@ -383,10 +427,16 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     reader = IbexaReader(state)
     pipeline = state.pipeline
     bp = Blueprint("eventtrack_ibexa", __name__)
+    # Registered before the routes that use it (deferred functions run in order).
+    # merge_slashes=False: werkzeug would answer an empty segment with a redirect to
+    # a path whose segments have shifted.
+    bp.record_once(lambda setup: setup.app.url_map.converters.__setitem__(_REST_CONVERTER, _RestConverter))
+    route: dict[str, Any] = {"methods": ["GET", "POST"], "endpoint": "track", "merge_slashes": False}
 
-    @bp.route("/api/<customerid>/<event>", methods=["GET", "POST"], defaults={"rest": ""}, endpoint="track")
-    @bp.route("/api/<customerid>/<event>/<path:rest>", methods=["GET", "POST"], endpoint="track")
-    def track(customerid: str, event: str, rest: str) -> Response:
+    # No defaults={"rest": ""}: werkzeug would redirect ``click/`` to ``click``.
+    @bp.route("/api/<customerid>/<event>", **route)
+    @bp.route(f"/api/<customerid>/<event>/<{_REST_CONVERTER}:rest>", **route)
+    def track(customerid: str, event: str, rest: str = "") -> Response:
         code = event.lower()
         # HEAD is a safe method (link checkers, prefetchers): it is answered as a
         # GET would be, but records nothing.
