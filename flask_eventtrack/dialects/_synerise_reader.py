@@ -38,6 +38,27 @@ _ID_KEYS = frozenset(IDENTIFIERS)
 _REDACT_KEYS = _ID_KEYS | {"client", "clientUUID"}
 _V4_FIELDS = frozenset({"client", "label", "params", "time", "eventSalt", "action"})
 _MISSING: Any = object()
+#: Containers nested deeper than this are not copied into the rejected log.
+_LOG_DEPTH = 64
+_TOO_DEEP = "(nested too deeply: not logged)"
+# How redact treats a value: reached from the body through arrays only (a scalar
+# is hashed, an object's keys decide for its values), plain, or under an
+# identifier key (every scalar and every key but the identifier names hashed).
+_TOP, _PLAIN, _SECRET = 0, 1, 2
+_JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}
+
+
+def _unknown_client_keys(count: int) -> str:
+    fields = "field" if count == 1 else "fields"
+    return f"{count} unknown {fields}; the identifiers are {', '.join(IDENTIFIERS)}."
+
+
+def _named(value: Any) -> str:
+    """``value`` for an error message: a string (shortened) as its repr, anything
+    else only by its JSON type (it may be an object holding raw identifiers)."""
+    if isinstance(value, str):
+        return repr(value[:100])
+    return "null" if value is None else f"a JSON {_JSON_TYPES.get(type(value), 'value')}"
 
 
 class Invalid(Exception):
@@ -49,9 +70,18 @@ class Invalid(Exception):
 
 
 def flatten(messages: Any, path: str = "") -> list[dict[str, Any]]:
-    """marshmallow's nested messages as a flat list of ``{"field", "message"}``."""
+    """marshmallow's nested messages as a flat list of ``{"field", "message"}``.
+
+    An unknown key under ``client`` is not named: the key itself may be an
+    identifier (``{"jan@example.com": ...}``), and messages reach the rejected log.
+    """
     if isinstance(messages, dict):
         out: list[dict[str, Any]] = []
+        if path == "client":
+            unknown = [key for key in messages if key != "_schema" and key not in _ID_KEYS]
+            if unknown:
+                messages = {k: v for k, v in messages.items() if k not in unknown}
+                out.append({"field": "client", "message": _unknown_client_keys(len(unknown))})
         for key, value in messages.items():
             if key == "_schema":
                 out.extend(flatten(value, path))
@@ -197,9 +227,9 @@ class SyneriseReader:
 
     def v4_batch(self, tenant: str, document: Any) -> list[Event]:
         """Every event of a ``/v4/events/batch`` array, or :class:`Invalid` naming each bad index."""
-        items = self._batch_items(document, "The body must be a JSON array of events.")
-        events: list[Event] = []
         errors: list[dict[str, Any]] = []
+        items = self._batch_items(document, "The body must be a JSON array of events.", None, errors)
+        events: list[Event] = []
         for index, item in enumerate(items):
             kind = item.get("type") if isinstance(item, dict) else None
             if not isinstance(kind, str) or (kind != "custom" and kind not in DEDICATED):
@@ -209,7 +239,8 @@ class SyneriseReader:
                     )
                 else:
                     message = (
-                        f"Must be 'custom' or a dedicated endpoint ({', '.join(DEDICATED)}), not {kind!r}."
+                        f"Must be 'custom' or a dedicated endpoint ({', '.join(DEDICATED)}),"
+                        f" not {_named(kind)}."
                     )
                     errors.append({"index": index, "field": "type", "message": message})
                 continue
@@ -232,7 +263,7 @@ class SyneriseReader:
                 charge_props[name] = data[name]
         events = [self._profile_event(tenant, "transaction.charge", data["client"], charge_props)]
         for line in data["products"]:
-            buy = self._profile_event(tenant, "product.buy", data["client"], {"orderId": order_id, **line})
+            buy = self._profile_event(tenant, "product.buy", data["client"], {**line, "orderId": order_id})
             buy.item_type, buy.item_id = "product", line["sku"]
             events.append(buy)
         for event in events:
@@ -291,11 +322,13 @@ class SyneriseReader:
         event_type = document.get("eventType")
         errors: list[dict[str, Any]] = []
         if event_type not in AI_EVENT_TYPES:
-            message = f"'eventType' must be one of {', '.join(AI_EVENT_TYPES)}, not {event_type!r}."
+            message = f"'eventType' must be one of {', '.join(AI_EVENT_TYPES)}, not {_named(event_type)}."
             errors.append({"field": "eventType", "message": message})
         unknown = sorted(set(document) - {"eventType", "items"})
         errors.extend({"field": name, "message": "Unknown field."} for name in unknown)
-        items = self._batch_items(document.get("items"), "'items' must be a JSON array of events.", "items")
+        items = self._batch_items(
+            document.get("items"), "'items' must be a JSON array of events.", "items", errors
+        )
         events: list[Event] = []
         for index, item in enumerate(items):
             try:
@@ -306,11 +339,17 @@ class SyneriseReader:
             raise Invalid(errors)
         return str(event_type), events
 
-    def _batch_items(self, items: Any, message: str, field: str | None = None) -> list[Any]:
+    def _batch_items(
+        self, items: Any, message: str, field: str | None, errors: list[dict[str, Any]]
+    ) -> list[Any]:
+        """``items`` when it is a non-empty array; otherwise the problem joins
+        ``errors`` (the caller raises once, naming every problem) and no items."""
         if not isinstance(items, list):
-            raise Invalid([{"field": field, "message": message}])
+            errors.append({"field": field, "message": message})
+            return []
         if not items:
-            raise Invalid([{"field": field, "message": "A batch needs at least one event."}])
+            errors.append({"field": field, "message": "A batch needs at least one event."})
+            return []
         if len(items) > self.max_events:
             raise BadPayload(
                 f"{len(items)} events in one batch; the limit is {self.max_events}.", reason="size_violation"
@@ -322,19 +361,42 @@ class SyneriseReader:
         """``document`` with every scalar under ``client``, ``clientUUID`` or an
         identifier key replaced by its keyed hash, whatever the containers around
         it (a refused body has no trusted shape). A scalar no key names (the body
-        itself, an item of a batch) could be an identifier too: hashed as well."""
-        if isinstance(document, dict):
-            return self._redact(document, False)
-        if isinstance(document, list):
-            return [self.redact(item) for item in document]
-        return self._hashed(document)
+        itself, an item of a batch) could be an identifier too: hashed as well, and
+        so are the keys of an object under those keys (``{"client": {"jan@...": 1}}``).
 
-    def _redact(self, value: Any, secret: bool) -> Any:
-        if isinstance(value, dict):
-            return {k: self._redact(v, secret or k in _REDACT_KEYS) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._redact(v, secret) for v in value]
-        return self._hashed(value) if secret else value
+        Iterative, and containers deeper than :data:`_LOG_DEPTH` are replaced by
+        a marker: whatever the input, neither this nor ``json.dumps`` of its result
+        can exhaust the stack.
+        """
+        root: list[Any] = [None]
+        # (value, its mode, the container it goes into, the slot there, depth)
+        stack: list[tuple[Any, int, Any, Any, int]] = [(document, _TOP, root, 0, 0)]
+        while stack:
+            value, mode, target, slot, depth = stack.pop()
+            if isinstance(value, dict):
+                if depth >= _LOG_DEPTH:
+                    target[slot] = _TOO_DEEP
+                    continue
+                copy: dict[Any, Any] = {}
+                target[slot] = copy
+                for key, child in value.items():
+                    if mode == _SECRET:
+                        key = key if key in _REDACT_KEYS else self._hashed(key)
+                        child_mode = _SECRET
+                    else:
+                        child_mode = _SECRET if key in _REDACT_KEYS else _PLAIN
+                    copy[key] = None  # keeps the key order while children are filled in
+                    stack.append((child, child_mode, copy, key, depth + 1))
+            elif isinstance(value, list):
+                if depth >= _LOG_DEPTH:
+                    target[slot] = _TOO_DEEP
+                    continue
+                items: list[Any] = [None] * len(value)
+                target[slot] = items
+                stack.extend((child, mode, items, i, depth + 1) for i, child in enumerate(value))
+            else:
+                target[slot] = self._hashed(value) if mode != _PLAIN else value
+        return root[0]
 
     def _hashed(self, value: Any) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -382,4 +444,7 @@ def redacted_payload(reader: SyneriseReader, raw: bytes) -> str | None:
         return None if reader.hashing else raw.decode("utf-8", "replace")
     except RecursionError:
         return None
-    return json.dumps(reader.redact(document), ensure_ascii=False, default=str)
+    try:
+        return json.dumps(reader.redact(document), ensure_ascii=False, default=str)
+    except RecursionError:  # redact bounds the depth; a guard all the same: never a 500 here
+        return None

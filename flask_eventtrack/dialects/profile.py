@@ -27,7 +27,7 @@ from ..errors import BadPayload, NotFoundError, PayloadTooLarge, StoreUnavailabl
 from ..events import Event, Rejection, format_time
 from ..keys import check_key
 from ..schemas.profile import IDENTIFIER_KEYS, KINDS, UserSchema, make_kind_schemas, validate_attributes
-from ..stores import EventQuery, Store
+from ..stores import EventQuery, Store, unstorable
 from ._http import read_json, unavailable_headers
 
 if TYPE_CHECKING:
@@ -254,11 +254,15 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         raise error
 
     def authorized_tenant() -> str:
-        """The key's tenant; a refused key is logged (``auth_failure``), then 401."""
+        """The key's tenant; a refused key is logged (``auth_failure``), then 401.
+
+        Without its body: reading it would let an unauthenticated client make the
+        server buffer and parse a body of any size (the limit is checked later).
+        """
         try:
             return reader.tenant()
         except UnauthorizedError as exc:
-            pipeline.submit([], [reader.rejection("default", "auth_failure", exc.description or "")])
+            pipeline.submit([], [Rejection("auth_failure", exc.description or "", NAME)])
             raise
 
     @bp.post("/v1/event/")
@@ -341,6 +345,11 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     @bp.get("/v1/user/<path:identifier>")
     def show_user(identifier: str) -> Response:
         tenant = reader.tenant()
+        if unstorable(identifier):  # no store can compare it (PostgreSQL refuses NUL)
+            raise ProfileError(
+                "Invalid user information",
+                "The email or _id must not contain a NUL character or an unpaired surrogate.",
+            )
         page, per_page = _page_args(reader.page_size)
         user_key = pipeline.user_key(identifier)
         users = store.linked_users(user_key, tenant)

@@ -24,7 +24,7 @@ from ..events import Event, Rejection, format_time
 from ..extension import EventTrackState, get_state
 from ..keys import check_key, hash_key
 from ..schemas.synerise import AI_EVENT_TYPES, DEDICATED, IDENTIFIERS, MAX_ACTION_LENGTH
-from ..stores import EventQuery
+from ..stores import EventQuery, unstorable
 from ..tokens import Tokens, app_secret_keys
 from ._http import parse_json, read_body, unavailable_headers
 from ._synerise_reader import SOURCE, Invalid, SyneriseReader, redacted_payload
@@ -195,6 +195,8 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         if kind not in IDENTIFIERS:
             raise NotFoundError(f"Unknown identifier kind {kind!r}; use one of: {', '.join(IDENTIFIERS)}.")
         limit, offset = _int_arg("limit", 100, 1, read_limit), _int_arg("offset", 0, 0, None)
+        action = request.args.get("action")
+        _storable_args({kind: value, "action": action})
         lookup = value
         if kind == "uuid":
             try:
@@ -206,7 +208,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         query = EventQuery(
             tenant=tenant,
             source=NAME,
-            type=request.args.get("action"),
+            type=action,
             users=[pipeline.user_key(lookup)],
             newest_first=True,
         )
@@ -301,6 +303,17 @@ def _int_arg(name: str, default: int, low: int, high: int | None) -> int:
             errors=[{"field": name, "message": f"Must be an integer {bound}."}],
         )
     return int(raw)
+
+
+def _storable_args(values: dict[str, str | None]) -> None:
+    """Refuse a path or query value no store can compare (NUL, an unpaired
+    surrogate): PostgreSQL would fail on it, and no stored event could match."""
+    bad = [name for name, value in values.items() if value is not None and unstorable(value)]
+    if bad:
+        message = "Must not contain a NUL character or an unpaired surrogate."
+        raise BadPayload(
+            f"Not valid: {', '.join(bad)}.", errors=[{"field": name, "message": message} for name in bad]
+        )
 
 
 def _vendor_event(event: Event, kind: str, value: str) -> dict[str, Any]:
