@@ -342,3 +342,8 @@ def test_no_token_is_issued_for_an_empty_tenant(state: EventTrackState, tenant: 
 
     with pytest.raises(ValueError, match="needs a tenant"):
         Tokens(["k"], 60, state.store).issue(tenant)
+
+
+def test_the_token_command_refuses_an_empty_tenant(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(cli, ["token", "--tenant", " "])
+    assert result.exit_code == 2 and "needs a tenant" in result.output

@@ -350,8 +350,12 @@ def token_command(tenant: str) -> None:
         state.config.get("EVENTTRACK_SYNERISE_TOKEN_MAX_AGE", CONFIG["EVENTTRACK_SYNERISE_TOKEN_MAX_AGE"])
     )
     tokens = Tokens(app_secret_keys(current_app), max_age, state.store)
+    try:
+        token = tokens.issue(tenant)
+    except ValueError as exc:  # an empty tenant: no request could use the token
+        raise click.BadParameter(str(exc), param_hint="--tenant") from None
     click.echo(f"valid for {max_age} seconds", err=True)
-    click.echo(tokens.issue(tenant))
+    click.echo(token)
 
 
 @click.command(
