@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -20,6 +21,9 @@ __all__ = ["SIGNATURE_HEADER", "SignatureFailure", "make_user_hasher", "sign_bod
 
 SIGNATURE_HEADER = "X-Signature"
 BODY_SALT = "eventtrack.cortex"
+# "<timestamp>.<signature>", both unpadded base64url: exactly one dot, so the
+# header cannot move the boundary between the body and what signs it.
+_HEADER_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]{1,128}")
 
 
 class SignatureFailure(Exception):
@@ -64,9 +68,13 @@ def verify_body(
         raise SignatureFailure(f"missing {SIGNATURE_HEADER} header")
     if not keys:
         raise SignatureFailure("no signing key is configured on the server")
+    if not _HEADER_SHAPE.fullmatch(signature):
+        raise SignatureFailure(f"malformed {SIGNATURE_HEADER} header: expected <timestamp>.<signature>")
     try:
-        _signer(keys).unsign(body + b"." + signature.encode("ascii", "replace"), max_age=max_age)
+        value = _signer(keys).unsign(body + b"." + signature.encode("ascii"), max_age=max_age)
     except SignatureExpired as exc:
         raise SignatureFailure(f"signature expired: {exc}") from exc
     except BadSignature as exc:
         raise SignatureFailure("signature does not match the body") from exc
+    if value != body:  # cannot happen with one dot in the header; checked all the same
+        raise SignatureFailure("signature does not match the body")

@@ -216,6 +216,9 @@ SAMPLES: list[Any] = [
     {"user_id": "u", "type": "t", "s": "y" * 1025},
     {"user_id": "u", "type": "t", "s": "y" * 1024},
     {"user_id": None, "type": "t"},
+    {"user_id": "u", "type": "t", "timestamp": None},
+    {"user_id": "u", "type": "t", "item_id": None},
+    {"user_id": "u", "type": None},
     ["u", "t"],
 ]
 
@@ -280,8 +283,10 @@ def test_signed_body_with_an_active_key_is_stored(signed_client: Any, key: str) 
         (lambda: None, "missing X-Signature"),
         (lambda: sign_body(BODY, "wrong-key"), "does not match"),
         (lambda: sign_body(BODY + b" ", "current-key"), "does not match"),
-        (lambda: "garbage", "does not match"),
-        (lambda: sign_body(BODY, "current-key").replace(".", "x", 1), "does not match"),
+        (lambda: "garbage", "malformed X-Signature"),
+        (lambda: sign_body(BODY, "current-key").replace(".", "x", 1), "malformed X-Signature"),
+        (lambda: sign_body(BODY, "current-key") + ".x", "malformed X-Signature"),
+        (lambda: sign_body(BODY, "current-key").replace(".", "\u00e9.", 1), "malformed X-Signature"),
     ],
 )
 def test_bad_signatures_answer_200_but_store_nothing(

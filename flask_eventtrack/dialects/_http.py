@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, request
+from flask import Response, current_app, request
 
+from ..config import DEFAULTS
 from ..errors import BadPayload, PayloadTooLarge, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -52,11 +54,80 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (NaN and Infinity are not allowed)")
 
 
-def parse_json(body: bytes) -> Any:
+def _finite_float(text: str) -> float:
+    # float() turns a literal past the double range (1e400) into inf, which no
+    # store keeps as JSON; ints stay exact (past 4300 digits json.loads refuses them).
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ValueError(f"{shown} is out of range for a JSON number (it overflows a double)")
+    return value
+
+
+#: How much deeper than ``EVENTTRACK_MAX_JSON_DEPTH`` (the limit on one value) a
+#: body may nest: room for each dialect's envelope, e.g. ``{"data": [{...}]}``.
+ENVELOPE_DEPTH = 16
+# Keeps only brackets, as parentheses, and double quotes.
+_BRACKETS = bytes.maketrans(b"[]{}", b"()()")
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
+
+
+def _nested_deeper_than(body: bytes, document: Any, limit: int) -> bool:
+    """Whether containers in ``body``, valid JSON already parsed into ``document``,
+    nest more than ``limit`` levels deep.
+
+    Works on the bytes with C-speed ``translate``/``replace``, so a large flat batch
+    is not walked object by object (about 0.13 ms for 160 kB). With escapes removed,
+    each quote opens or closes a string. When every string is bracket-free (``""``
+    once the rest is deleted: each run of quotes pairs up) the brackets left are
+    the structure, and each pass of removing ``()`` peels exactly one level. A
+    string that holds a bracket leaves an odd run of quotes: then the parsed
+    document is walked instead.
+    """
+    if b"\\" in body:  # an escaped backslash, then an escaped quote, is no delimiter
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    shape = body.translate(_BRACKETS, _NOT_STRUCTURE)
+    if shape.count(b'"') != 2 * shape.count(b'""'):
+        return _walk_deeper_than(document, limit)
+    shape = shape.translate(None, b'"')
+    for _ in range(limit):
+        if not shape:
+            return False
+        shape = shape.replace(b"()", b"")
+    return bool(shape)
+
+
+def _walk_deeper_than(document: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if type(value) is dict:
+            children: Any = value.values()
+        elif type(value) is list:
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _configured_max_depth() -> int:
+    state = current_app.extensions.get("eventtrack")
+    config = state.config if state is not None else DEFAULTS
+    return int(config["EVENTTRACK_MAX_JSON_DEPTH"])
+
+
+def parse_json(body: bytes, *, max_depth: int | None = None) -> Any:
     """Decode a JSON body, with a specific reason for each way it can be wrong.
 
     Besides malformed JSON this refuses what no store keeps faithfully: NUL
-    characters, lone UTF-16 surrogates, and NaN/Infinity.
+    characters, lone UTF-16 surrogates, NaN/Infinity and numbers that overflow
+    a double (``1e400``). A body nested more than ``max_depth`` (default: the
+    app's ``EVENTTRACK_MAX_JSON_DEPTH``) plus :data:`ENVELOPE_DEPTH` levels is
+    refused as a whole (``size_violation``), so that no reader, redactor or
+    encoder after it meets a document deep enough to exhaust the stack.
     """
     mimetype = request.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
@@ -73,11 +144,16 @@ def parse_json(body: bytes) -> Any:
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise BadPayload("The body contains a NUL character.", reason="schema_violation")
     try:
-        document = json.loads(text, parse_constant=_no_constants)
+        document = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except RecursionError:
         raise BadPayload("The JSON is nested too deeply.", reason="size_violation") from None
     except ValueError as exc:
         raise BadPayload(f"The body is not valid JSON: {exc}.", reason="invalid_json") from None
+    limit = (_configured_max_depth() if max_depth is None else max_depth) + ENVELOPE_DEPTH
+    if _nested_deeper_than(body, document, limit):
+        raise BadPayload(
+            f"The JSON is nested too deeply (more than {limit} levels).", reason="size_violation"
+        )
     if _ESCAPED_SURROGATE.search(text):
         try:
             json.dumps(document, ensure_ascii=False).encode("utf-8")
@@ -90,7 +166,7 @@ def parse_json(body: bytes) -> Any:
 
 
 def read_json(state: EventTrackState) -> Any:
-    return parse_json(read_body(state))
+    return parse_json(read_body(state), max_depth=int(state.config["EVENTTRACK_MAX_JSON_DEPTH"]))
 
 
 def unavailable_headers(error: StoreUnavailable) -> dict[str, str]:

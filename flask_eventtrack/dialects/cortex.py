@@ -37,6 +37,9 @@ CONFIG: dict[str, Any] = {
 }
 _OK_BODY = json.dumps({"status": "received"})
 _SCALARS = (str, int, float, bool)
+#: Containers nested deeper than this in a rejected payload are replaced by a marker.
+REDACT_MAX_DEPTH = 64
+_TOO_DEEP = "<nested too deeply>"
 
 
 class CortexReader:
@@ -48,6 +51,7 @@ class CortexReader:
         self.id_field = str(cfg["EVENTTRACK_CORTEX_ID_FIELD"])
         self.max_length = int(cfg["EVENTTRACK_MAX_STRING_LENGTH"])
         self.max_events = int(cfg["EVENTTRACK_MAX_EVENTS_PER_REQUEST"])
+        self.max_depth = int(cfg["EVENTTRACK_MAX_JSON_DEPTH"])
         mode = str(cfg["EVENTTRACK_CORTEX_SIGNATURE"]).lower()
         if mode not in {"off", "required"}:
             raise ConfigurationError(
@@ -79,25 +83,59 @@ class CortexReader:
         return rejection
 
     def redact(self, value: Any) -> Any:
-        """``value`` with every ``<id field>`` value hashed, wherever it is nested."""
-        if self.hash_user is None:
+        """``value`` with every ``<id field>`` value hashed, wherever it is nested.
+
+        The value of an id field is replaced whatever its type: a scalar by
+        ``hash:<keyed hash>``, a container by a copy with every scalar and every
+        key in it hashed (a refused body has no trusted shape). Iterative, and
+        containers nested past :data:`REDACT_MAX_DEPTH` are replaced by a marker,
+        so no document can exhaust the stack here or in ``json.dumps`` after.
+        """
+        hash_user = self.hash_user
+        if hash_user is None:
             return value
-        if isinstance(value, list):
-            return [self.redact(item) for item in value]
-        if isinstance(value, dict):
-            return {
-                key: (
-                    f"hash:{self.hash_user(str(item))}"
-                    if key == self.id_field and isinstance(item, (str, int, float))
-                    else self.redact(item)
-                )
-                for key, item in value.items()
-            }
-        return value
+
+        def hashed(item: Any) -> Any:
+            return f"hash:{hash_user(str(item))}" if isinstance(item, (str, int, float)) else item
+
+        id_field = self.id_field
+        root: list[Any] = [None]
+        # (value, hash every scalar in it, where the copy goes, its key there, depth)
+        stack: list[tuple[Any, bool, Any, Any, int]] = [(value, False, root, 0, 0)]
+        while stack:
+            item, secret, parent, slot, depth = stack.pop()
+            if isinstance(item, dict):
+                if depth >= REDACT_MAX_DEPTH:
+                    parent[slot] = _TOO_DEEP
+                    continue
+                copy: dict[str, Any] = {}
+                for key, child in item.items():
+                    child_secret = secret or key == id_field
+                    out_key = hashed(key) if secret else key
+                    copy[out_key] = None  # filled below or from the stack, in key order
+                    if isinstance(child, (dict, list)):
+                        stack.append((child, child_secret, copy, out_key, depth + 1))
+                    else:
+                        copy[out_key] = hashed(child) if child_secret else child
+                parent[slot] = copy
+            elif isinstance(item, list):
+                if depth >= REDACT_MAX_DEPTH:
+                    parent[slot] = _TOO_DEEP
+                    continue
+                items: list[Any] = [None] * len(item)
+                for index, child in enumerate(item):
+                    if isinstance(child, (dict, list)):
+                        stack.append((child, secret, items, index, depth + 1))
+                    else:
+                        items[index] = hashed(child) if secret else child
+                parent[slot] = items
+            else:
+                parent[slot] = hashed(item) if secret else item
+        return root[0]
 
     def read(self, body: bytes, signature: str | None) -> tuple[list[Event], list[Rejection]]:
         try:
-            document = parse_json(body)
+            document = parse_json(body, max_depth=self.max_depth)
         except BadPayload as exc:
             return [], [self.unparsed_rejection(exc.reason, exc.description or "bad body", body)]
         if self.signature_required:
@@ -145,13 +183,18 @@ class CortexReader:
             return None
         if not (0 < len(object_id) <= max_length and 0 < len(kind) <= max_length):
             return None
+        # Absent is fine; null is not an integer or an id (the schema says "Field may not be null.").
         timestamp = item.get("timestamp")
-        if timestamp is not None and (type(timestamp) is not int or not 0 <= timestamp <= MAX_TIMESTAMP):
+        if timestamp is None:
+            if "timestamp" in item:
+                return None
+        elif type(timestamp) is not int or not 0 <= timestamp <= MAX_TIMESTAMP:
             return None
         item_id = item.get("item_id")
-        if item_id is not None and (
-            type(item_id) not in (str, int) or not 0 < len(str(item_id)) <= max_length
-        ):
+        if item_id is None:
+            if "item_id" in item:
+                return None
+        elif type(item_id) not in (str, int) or not 0 < len(str(item_id)) <= max_length:
             return None
         props = {}
         for key, value in item.items():
