@@ -7,7 +7,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 from ..config import DEFAULTS
 from ..errors import BadPayload, PayloadTooLarge, StoreUnavailable
@@ -15,21 +15,29 @@ from ..errors import BadPayload, PayloadTooLarge, StoreUnavailable
 if TYPE_CHECKING:
     from ..extension import EventTrackState
 
-__all__ = ["parse_json", "read_body", "read_json", "unavailable_response"]
+__all__ = [
+    "body_read",
+    "parse_json",
+    "read_body",
+    "read_json",
+    "unavailable_response",
+]
 
 
 def read_body(state: EventTrackState) -> bytes:
     """The raw body, refused with 413 past ``EVENTTRACK_MAX_CONTENT_LENGTH``.
 
     A body without Content-Length (chunked) is read up to one byte past the
-    limit, so an oversized one is a 413 too, never silently cut short.
+    limit, so an oversized one is a 413 too, never silently cut short. What was
+    read is kept for :func:`body_read`: the stream cannot be read twice.
     """
     limit = int(state.config["EVENTTRACK_MAX_CONTENT_LENGTH"])
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The body is {length} bytes; the limit is {limit}.")
     if length is not None:
-        return request.get_data(cache=True)
+        body = g._eventtrack_body = request.get_data(cache=True)
+        return body
     stream = request.stream
     chunks: list[bytes] = []
     size = 0
@@ -41,7 +49,19 @@ def read_body(state: EventTrackState) -> bytes:
         size += len(chunk)
     if size > limit:
         raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.")
-    return b"".join(chunks)
+    body = g._eventtrack_body = b"".join(chunks)
+    return body
+
+
+def body_read() -> bytes | None:
+    """The body :func:`read_body` returned for this request, or None if it was
+    not read (or was over the limit).
+
+    For the rejected log: ``request.get_data()`` finds a chunked body empty once
+    ``read_body`` has consumed it, and would read one never read without a limit.
+    """
+    body: bytes | None = g.get("_eventtrack_body")
+    return body
 
 
 # A JSON escape of NUL (an odd number of backslashes before u0000), and of a

@@ -28,7 +28,7 @@ from ..events import Event, Rejection, format_time
 from ..keys import check_key
 from ..schemas.profile import IDENTIFIER_KEYS, KINDS, UserSchema, make_kind_schemas, validate_attributes
 from ..stores import EventQuery, Store, unstorable
-from ._http import read_json, unavailable_headers
+from ._http import body_read, read_json, unavailable_headers
 
 if TYPE_CHECKING:
     from ..extension import EventTrackState
@@ -172,8 +172,9 @@ class ProfileReader:
     def rejection(self, tenant: str, reason: str, message: str, type: str | None = None) -> Rejection:
         """A rejection of the current request; its payload has user ids hashed."""
         payload: str | None = None
+        raw = body_read()  # None when never read, or over the size limit
         try:
-            document = json.loads(request.get_data(cache=True))
+            document = json.loads(raw) if raw is not None else None
             if document is not None:
                 payload = json.dumps(self.redact(document), ensure_ascii=False)
         except (ValueError, RecursionError):

@@ -26,7 +26,7 @@ from ..keys import check_key, hash_key
 from ..schemas.synerise import AI_EVENT_TYPES, DEDICATED, IDENTIFIERS, MAX_ACTION_LENGTH
 from ..stores import EventQuery, unstorable
 from ..tokens import Tokens, app_secret_keys
-from ._http import parse_json, read_body, unavailable_headers
+from ._http import body_read, parse_json, read_body, unavailable_headers
 from ._synerise_reader import SOURCE, Invalid, SyneriseReader, redacted_payload
 
 NAME = SOURCE
@@ -90,9 +90,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         return tenant
 
     def body() -> Any:
-        raw = read_body(state)
-        g._eventtrack_synerise_body_read = True  # within the size limit: may be logged
-        return parse_json(raw)
+        return parse_json(read_body(state))
 
     def invalid(exc: Invalid, type_: str | None = None) -> BadPayload:
         count = len(exc.errors)
@@ -238,9 +236,10 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         payload = None
         # Only a body already read within the size limit is logged; never one
         # holding a secret (the token request) or one that failed authentication.
-        loggable = getattr(g, "_eventtrack_synerise_body_read", False) and reason != "auth_failure"
-        if loggable and not getattr(g, "_eventtrack_synerise_secret", False):
-            payload = redacted_payload(reader, request.get_data(cache=True))
+        raw = body_read()
+        secret = getattr(g, "_eventtrack_synerise_secret", False)
+        if raw is not None and reason != "auth_failure" and not secret:
+            payload = redacted_payload(reader, raw)
         tenant = getattr(g, "_eventtrack_synerise_tenant", "default")
         rejection = Rejection(
             reason,
