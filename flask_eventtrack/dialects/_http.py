@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import MapAdapter
 
 from ..config import DEFAULTS
 from ..errors import BadPayload, PayloadTooLarge, StoreUnavailable
@@ -16,12 +20,66 @@ if TYPE_CHECKING:
     from ..extension import EventTrackState
 
 __all__ = [
+    "answer_wrong_methods",
     "body_read",
     "parse_json",
     "read_body",
     "read_json",
     "unavailable_response",
 ]
+
+
+#: ``app.extensions`` key: endpoint prefix (``"eventtrack_synerise."``) -> 405 answer.
+_WRONG_METHODS = "eventtrack_wrong_methods"
+
+
+def answer_wrong_methods(bp: Blueprint, respond: Callable[[str], Response]) -> None:
+    """Answer a wrong method on one of ``bp``'s URLs with ``respond(message)``, a
+    405 in the dialect's envelope, instead of werkzeug's HTML page.
+
+    Flask raises routing errors before it knows the blueprint, so a blueprint's
+    405 handler never runs, and an app-wide one would restyle the host app's own
+    pages. One ``before_request`` hook per app serves every dialect: it answers
+    only a request whose routing failed with 405 on a dialect's URL, and costs any
+    other request one attribute check. ``Allow`` is werkzeug's, and ``OPTIONS``
+    stays Flask's automatic answer.
+    """
+
+    def register(setup: BlueprintSetupState) -> None:
+        answers = setup.app.extensions.setdefault(_WRONG_METHODS, {})
+        if not answers:
+            setup.app.before_request(_method_not_allowed)
+        answers[f"{setup.name_prefix}.{setup.name}.".lstrip(".")] = respond
+
+    bp.record(register)
+
+
+def _method_not_allowed() -> Response | None:
+    error = request.routing_exception
+    if not isinstance(error, MethodNotAllowed):
+        return None
+    adapter = current_app.create_url_adapter(request)
+    if adapter is None:
+        return None
+    answers: dict[str, Callable[[str], Response]] = current_app.extensions[_WRONG_METHODS]
+    allowed = sorted(error.valid_methods or ())
+    for method in allowed:
+        respond = answers.get(_endpoint(adapter, method).rpartition(".")[0] + ".")
+        if respond is not None:
+            usable = ", ".join(m for m in allowed if m not in ("HEAD", "OPTIONS"))
+            response = respond(f"The method {request.method[:20]} is not allowed here; use {usable}.")
+            response.headers["Allow"] = ", ".join(allowed)
+            return response
+    return None  # the host app's URL, or Ibexa's (whose docs promise Flask's 405)
+
+
+def _endpoint(adapter: MapAdapter, method: str) -> str:
+    """The endpoint the request's URL goes to with ``method``, or ``""``."""
+    try:
+        rule, _ = adapter.match(method=method, return_rule=True)
+    except HTTPException:
+        return ""
+    return str(rule.endpoint)
 
 
 def read_body(state: EventTrackState) -> bytes:

@@ -23,7 +23,7 @@ from ..events import Event, Rejection
 from ..extension import EventTrackState
 from ..schemas.cortex import MAX_KEY_LENGTH, MAX_TIMESTAMP, make_cortex_event_schema
 from ..signing import SIGNATURE_HEADER, SignatureFailure, verify_body
-from ._http import parse_json, read_body, unavailable_response
+from ._http import answer_wrong_methods, parse_json, read_body, unavailable_response
 
 NAME = "cortex"
 #: This dialect's settings and their defaults (merged into the app config by ``init_app``).
@@ -265,4 +265,10 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         current_app.logger.warning("cortex: %s", error.description)
         return unavailable_response(error, {"status": "unavailable", "message": error.description})
 
+    answer_wrong_methods(bp, _method_not_allowed)
     return bp
+
+
+def _method_not_allowed(message: str) -> Response:
+    body = json.dumps({"status": "rejected", "message": message})
+    return Response(body, status=405, mimetype="application/json")

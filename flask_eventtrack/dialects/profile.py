@@ -28,7 +28,7 @@ from ..events import Event, Rejection, format_time
 from ..keys import check_key
 from ..schemas.profile import IDENTIFIER_KEYS, KINDS, UserSchema, make_kind_schemas, validate_attributes
 from ..stores import EventQuery, Store, unstorable
-from ._http import body_read, read_json, unavailable_headers
+from ._http import answer_wrong_methods, body_read, read_json, unavailable_headers
 
 if TYPE_CHECKING:
     from ..extension import EventTrackState
@@ -409,6 +409,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         description = error.description or "The store is unavailable."
         return envelope_error(503, [("Service unavailable", description)], unavailable_headers(error))
 
+    answer_wrong_methods(bp, lambda message: envelope_error(405, [("Method not allowed", message)]))
     return bp
 
 

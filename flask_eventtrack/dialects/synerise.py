@@ -26,7 +26,7 @@ from ..keys import check_key, hash_key
 from ..schemas.synerise import AI_EVENT_TYPES, DEDICATED, IDENTIFIERS, MAX_ACTION_LENGTH
 from ..stores import EventQuery, unstorable
 from ..tokens import Tokens, app_secret_keys
-from ._http import body_read, parse_json, read_body, unavailable_headers
+from ._http import answer_wrong_methods, body_read, parse_json, read_body, unavailable_headers
 from ._synerise_reader import SOURCE, Invalid, SyneriseReader, redacted_payload
 
 NAME = SOURCE
@@ -287,6 +287,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         response.headers.update(unavailable_headers(error))
         return response
 
+    answer_wrong_methods(bp, lambda message: error_response(405, message))
     return bp
 
 
