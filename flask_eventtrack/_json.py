@@ -6,12 +6,13 @@ the cost of encoding a small ``props`` object; here it is built once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from json import JSONEncoder
 from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
-__all__ = ["ascii_dumps", "dumps"]
+__all__ = ["ascii_dumps", "dumps", "escapes_nul"]
 
 
 def _compact_encoder(ensure_ascii: bool) -> Callable[[Any], str]:
@@ -34,3 +35,13 @@ def _compact_encoder(ensure_ascii: bool) -> Callable[[Any], str]:
 dumps = _compact_encoder(ensure_ascii=False)
 #: the same with non-ASCII characters escaped
 ascii_dumps = _compact_encoder(ensure_ascii=True)
+
+
+# A JSON escape of NUL: an odd number of backslashes before u0000.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def escapes_nul(text: str) -> bool:
+    """Whether JSON ``text`` holds a NUL character, which the encoders write as
+    ``\\u0000`` (and PostgreSQL's ``jsonb`` refuses)."""
+    return "\\u0000" in text and _ESCAPED_NUL.search(text) is not None

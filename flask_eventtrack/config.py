@@ -37,7 +37,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: Numeric core keys -> (type, least value allowed). ``init_app`` converts and
 #: checks them once, so a bad value (``FLASK_EVENTTRACK_MAX_CONTENT_LENGTH=1MB``)
-#: is a ConfigurationError at start instead of a 500 on every request.
+#: is a ConfigurationError at start instead of a 500 on every request. No setting
+#: may exceed :data:`MOST` (timeouts and time spans past it overflow the clock).
 NUMBERS: dict[str, tuple[type[int] | type[float], float]] = {
     "EVENTTRACK_MAX_CONTENT_LENGTH": (int, 1),
     "EVENTTRACK_MAX_EVENTS_PER_REQUEST": (int, 1),
@@ -52,6 +53,7 @@ NUMBERS: dict[str, tuple[type[int] | type[float], float]] = {
     "EVENTTRACK_POSTGRES_POOL_MAX_SIZE": (int, 1),
     "EVENTTRACK_POSTGRES_CONNECT_TIMEOUT": (float, 0.001),
 }
+MOST = 1_000_000_000
 
 
 def checked_number(key: str, value: Any) -> int | float:
@@ -67,9 +69,9 @@ def checked_number(key: str, value: Any) -> int | float:
         except (TypeError, ValueError, OverflowError):
             pass
     exact = isinstance(value, str) or number == value  # 1.5 is not the integer 1
-    if number is None or not exact or not least <= number < float("inf"):
+    if number is None or not exact or not least <= number <= MOST:
         what = "an integer" if kind is int else "a number"
-        raise ConfigurationError(f"{key} must be {what} of at least {least:g}, not {value!r}.")
+        raise ConfigurationError(f"{key} must be {what} from {least:g} to {MOST:_}, not {value!r}.")
     return number
 
 

@@ -68,6 +68,8 @@ def test_get_state_without_init_app_says_what_to_do() -> None:
         ("EVENTTRACK_RETRY_AFTER", True),
         ("EVENTTRACK_POSTGRES_CONNECT_TIMEOUT", "nan"),
         ("EVENTTRACK_POSTGRES_POOL_MIN_SIZE", 20),  # more than the maximum, 10
+        ("EVENTTRACK_SQLITE_BUSY_TIMEOUT", 2**63),  # would overflow the lock's timeout on every write
+        ("EVENTTRACK_CLOCK_SKEW", 10**14),  # would overflow a timedelta
     ],
 )
 def test_a_bad_number_setting_fails_in_init_app_not_on_every_request(
@@ -264,7 +266,8 @@ def test_emit_validates(tmp_path: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [float("nan"), float("-inf"), Decimal("1.5"), datetime(2024, 1, 1), "\ud800", {"set": {1}}]
+    "value",
+    [float("nan"), float("-inf"), Decimal("1.5"), datetime(2024, 1, 1), "\ud800", "a\x00b", {"set": {1}}],
 )
 def test_emit_refuses_props_no_store_can_keep(tmp_path: Any, value: Any) -> None:
     track = EventTrack()

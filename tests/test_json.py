@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flask_eventtrack._json import ascii_dumps, dumps
+from flask_eventtrack._json import ascii_dumps, dumps, escapes_nul
 
 VALUES: list[Any] = [
     {},
@@ -41,3 +41,12 @@ def test_nan_and_infinity_raise_value_error_like_json_dumps_with_allow_nan_false
 def test_unserializable_values_raise_type_error_like_json_dumps() -> None:
     with pytest.raises(TypeError, match="datetime is not JSON serializable"):
         dumps({"at": datetime(2024, 1, 1)})
+
+
+@pytest.mark.parametrize(
+    ("value", "has_nul"),
+    [("a\x00b", True), ({"k\x00": 1}, True), ("\\u0000 is text", False), ("\\\x00", True), ("u0000", False)],
+)
+def test_escapes_nul_finds_a_nul_in_encoded_text_only(value: Any, has_nul: bool) -> None:
+    for encode in (dumps, ascii_dumps):
+        assert escapes_nul(encode(value)) is has_nul

@@ -332,16 +332,19 @@ def test_exports_are_identical_to_sqlite(pg_database: str, schema: str, tmp_path
 def test_nul_characters_are_rejected_not_an_error(pg_store: PostgresStore) -> None:
     result = pg_store.write(
         [Event("t1", "test", "a\x00b", occurred_at=T0, received_at=T0, id="e-1"),
-         Event("t1", "test", "ok", occurred_at=T0, received_at=T0, id="e-2", props={"p": "x\x00"})],
+         Event("t1", "test", "nul", occurred_at=T0, received_at=T0, id="e-2", props={"p": "x\x00"}),
+         Event("t1", "test", "ok", occurred_at=T0, received_at=T0, id="e-3")],
         [Rejection("invalid_json", "bad \x00 body", "test", payload="\x00\ud800", received_at=T0)],
     )  # fmt: skip
-    assert [e.type for e in result.stored] == ["ok"]  # JSON escapes NUL in props: kept
-    assert [r.reason for r in result.rejected] == ["invalid_json", "schema_violation"]
-    logged = {r.reason: r for r in pg_store.iter_rejected(EventQuery())}
-    assert logged["invalid_json"].message == "bad \ufffd body" and logged["invalid_json"].payload == "\ufffd?"
-    assert "NUL" in logged["schema_violation"].message
-    assert json.loads(logged["schema_violation"].payload or "")["type"] == "a\x00b"
-    assert [e.props for e in pg_store.iter_events(EventQuery())] == [{"p": "x\x00"}]
+    assert [e.type for e in result.stored] == ["ok"]
+    assert [r.reason for r in result.rejected] == ["invalid_json", "schema_violation", "schema_violation"]
+    logged = {(r.reason, r.type): r for r in pg_store.iter_rejected(EventQuery())}
+    bad_body = logged[("invalid_json", None)]
+    assert bad_body.message == "bad \ufffd body" and bad_body.payload == "\ufffd?"
+    assert "NUL" in logged[("schema_violation", "a\ufffdb")].message
+    assert json.loads(logged[("schema_violation", "a\ufffdb")].payload or "")["type"] == "a\x00b"
+    assert json.loads(logged[("schema_violation", "nul")].payload or "")["props"] == {"p": "x\x00"}
+    assert [e.type for e in pg_store.iter_events(EventQuery())] == ["ok"]
 
 
 # -- processes and settings ------------------------------------------------------

@@ -19,14 +19,14 @@ from test_no_500 import credentials, json_requests  # noqa: F401 - the credentia
 
 from example_app import create_app
 from flask_eventtrack import get_state, sign_body
-from flask_eventtrack.dialects._http import ENVELOPE_DEPTH, _nested_deeper_than, _walk_deeper_than
+from flask_eventtrack.dialects._http import MAX_BODY_DEPTH, _nested_deeper_than, _walk_deeper_than
 from flask_eventtrack.dialects.cortex import REDACT_MAX_DEPTH, CortexReader
 from flask_eventtrack.extension import EventTrackState
 from flask_eventtrack.signing import SignatureFailure, verify_body
 from flask_eventtrack.stores import EventQuery
 
 URL = "/cortex"
-LIMIT = 8 + ENVELOPE_DEPTH  # the default EVENTTRACK_MAX_JSON_DEPTH, plus room for envelopes
+LIMIT = MAX_BODY_DEPTH  # past the default EVENTTRACK_MAX_JSON_DEPTH (8) plus room for envelopes (16)
 
 
 def events(state: EventTrackState) -> list[dict[str, Any]]:
@@ -68,7 +68,7 @@ def test_deeply_nested_body_is_200_and_logged_as_too_deep(
     assert "nested too deeply" in rejection["message"]
 
 
-def test_nesting_limit_is_the_configured_depth_plus_the_envelope(
+def test_only_a_body_past_the_stack_guard_is_refused_whole(
     client: FlaskClient, state: EventTrackState
 ) -> None:
     # {"data": [{"x": <value>}]}: the value may nest LIMIT - 3 levels before the body is refused
@@ -88,7 +88,7 @@ def test_brackets_and_escapes_inside_strings_do_not_count_as_nesting(
     item = {"user_id": "u", "type": "t", **{f"p{i}": text for i, text in enumerate(tricky)}}
     assert post(client, json.dumps({"data": [item] * 3})) == 200
     assert len(events(state)) == 3 and rejected(state) == []
-    deep = json.dumps({"data": [{"user_id": "u", "type": "t", "s": "]" * 200, "x": json.loads(nested(40))}]})
+    deep = json.dumps({"data": [{"user_id": "u", "type": "t", "s": "]" * 200, "x": json.loads(nested(300))}]})
     assert post(client, deep) == 200
     assert rejected(state)[0]["reason"] == "size_violation"
 
@@ -175,23 +175,24 @@ def test_big_integers_are_kept_exactly_up_to_the_parsers_limit(
     assert "4300 digits" in rejected(state)[1]["message"]
 
 
-# -- 3. null timestamp and item_id: refused by both paths ---------------------------------
+# -- 3. null timestamp and item_id: absent, on both paths ------------------------------------
 
 
-def test_null_timestamp_and_item_id_are_refused_like_the_schema_says(
-    client: FlaskClient, state: EventTrackState
-) -> None:
+def test_null_timestamp_and_item_id_count_as_absent(client: FlaskClient, state: EventTrackState) -> None:
     data = [
         {"user_id": "a", "type": "t", "timestamp": None},
-        {"user_id": "b", "type": "t", "item_id": None},
-        {"user_id": "c", "type": "t", "note": None},  # a custom parameter may be null
+        {"user_id": "b", "type": "t", "item_id": None, "note": None},  # a custom parameter may be null
+        {"user_id": "c", "type": "t", "timestamp": None, "l": [1]},  # the slow path words the error
     ]
     assert client.post(URL, json={"data": data}).status_code == 200
-    assert [e["props"] for e in events(state)] == [{"note": None}]
-    messages = [r["message"] for r in rejected(state)]
-    assert len(messages) == 2
-    assert messages[0].startswith("data[0]:") and "timestamp" in messages[0] and "null" in messages[0]
-    assert messages[1].startswith("data[1]:") and "item_id" in messages[1] and "null" in messages[1]
+    stored = events(state)
+    assert [(e["item_id"], e["original_time"], e["props"]) for e in stored] == [
+        (None, None, {}),
+        (None, None, {"note": None}),
+    ]
+    assert stored[0]["occurred_at"] == stored[0]["received_at"]
+    (bad,) = rejected(state)
+    assert bad["message"].startswith("data[2]:") and "timestamp" not in bad["message"]
 
 
 # -- 4. ids of any type are hashed in the rejected log ------------------------------------
@@ -257,3 +258,13 @@ def test_truncated_body_with_a_shifted_header_is_a_signature_failure(
         assert rejection["reason"] == "signature_failure"
     finally:
         state.store.close()
+
+
+@pytest.mark.parametrize("text", ['\\"', "\\\\", '\\\\\\"', "\\u005c", "\\u0022", "a\\/b", ""])
+def test_the_byte_level_depth_check_handles_escapes_without_walking(text: str) -> None:
+    # document=None: a walk would answer "not deeper", so True can only come from the bytes.
+    for depth in (3, 40):
+        body = ('{"k":"' + text + '","v":' + "[" * depth + '"' + text + '"' + "]" * depth + "}").encode()
+        json.loads(body)  # valid JSON, depth + 1 levels with the outer object
+        assert _nested_deeper_than(body, None, depth + 1) is False
+        assert _nested_deeper_than(body, None, depth) is True

@@ -140,6 +140,8 @@ def test_local_times_are_stored_as_their_instant_even_in_a_dst_fold(store: Store
         ({"props": {"price": Decimal("1.5")}}, "props cannot be stored as JSON"),
         ({"props": {"at": datetime(2024, 1, 1)}}, "props cannot be stored as JSON"),
         ({"props": {"name": "lone \ud800 surrogate"}}, "unpaired surrogate"),
+        ({"props": {"name": "nul \x00"}}, "NUL character"),  # PostgreSQL's jsonb refuses \u0000
+        ({"props": {"nul\x00key": 1}}, "NUL character"),
         ({"type": "nul\x00type"}, "NUL character"),
         ({"item_id": "\udfff"}, "unpaired surrogate"),
     ],

@@ -13,6 +13,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import MapAdapter
 
+from .._json import escapes_nul
 from ..config import DEFAULTS
 from ..errors import BadPayload, PayloadTooLarge, StoreUnavailable
 
@@ -122,9 +123,7 @@ def body_read() -> bytes | None:
     return body
 
 
-# A JSON escape of NUL (an odd number of backslashes before u0000), and of a
-# UTF-16 surrogate, which only decodes to text when paired with its twin.
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# A JSON escape of a UTF-16 surrogate, which only decodes to text when paired with its twin.
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
@@ -142,8 +141,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: A body nested deeper than this is refused whole: far past any valid body, it
+#: only keeps readers, redactors and encoders off the stack's limit. Shallower
+#: junk is refused item by item, so the valid items of a batch are kept.
+MAX_BODY_DEPTH = 256
 #: How much deeper than ``EVENTTRACK_MAX_JSON_DEPTH`` (the limit on one value) a
-#: body may nest: room for each dialect's envelope, e.g. ``{"data": [{...}]}``.
+#: body may nest when that setting is raised past :data:`MAX_BODY_DEPTH`: room for
+#: each dialect's envelope, e.g. ``{"data": [{...}]}``.
 ENVELOPE_DEPTH = 16
 # Keeps only brackets, as parentheses, and double quotes.
 _BRACKETS = bytes.maketrans(b"[]{}", b"()()")
@@ -202,10 +206,11 @@ def parse_json(body: bytes, *, max_depth: int | None = None) -> Any:
 
     Besides malformed JSON this refuses what no store keeps faithfully: NUL
     characters, lone UTF-16 surrogates, NaN/Infinity and numbers that overflow
-    a double (``1e400``). A body nested more than ``max_depth`` (default: the
-    app's ``EVENTTRACK_MAX_JSON_DEPTH``) plus :data:`ENVELOPE_DEPTH` levels is
-    refused as a whole (``size_violation``), so that no reader, redactor or
-    encoder after it meets a document deep enough to exhaust the stack.
+    a double (``1e400``). A body nested more than :data:`MAX_BODY_DEPTH` levels,
+    or ``max_depth`` (default: the app's ``EVENTTRACK_MAX_JSON_DEPTH``) plus
+    :data:`ENVELOPE_DEPTH` if that is more, is refused as a whole
+    (``size_violation``), so that no reader, redactor or encoder after it meets a
+    document deep enough to exhaust the stack.
     """
     mimetype = request.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
@@ -219,7 +224,7 @@ def parse_json(body: bytes, *, max_depth: int | None = None) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadPayload("The body is not UTF-8 encoded.", reason="invalid_json") from None
-    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+    if escapes_nul(text):
         raise BadPayload("The body contains a NUL character.", reason="schema_violation")
     try:
         document = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
@@ -227,7 +232,9 @@ def parse_json(body: bytes, *, max_depth: int | None = None) -> Any:
         raise BadPayload("The JSON is nested too deeply.", reason="size_violation") from None
     except ValueError as exc:
         raise BadPayload(f"The body is not valid JSON: {exc}.", reason="invalid_json") from None
-    limit = (_configured_max_depth() if max_depth is None else max_depth) + ENVELOPE_DEPTH
+    limit = max(
+        MAX_BODY_DEPTH, (_configured_max_depth() if max_depth is None else max_depth) + ENVELOPE_DEPTH
+    )
     if _nested_deeper_than(body, document, limit):
         raise BadPayload(
             f"The JSON is nested too deeply (more than {limit} levels).", reason="size_violation"

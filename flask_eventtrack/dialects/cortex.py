@@ -183,18 +183,14 @@ class CortexReader:
             return None
         if not (0 < len(object_id) <= max_length and 0 < len(kind) <= max_length):
             return None
-        # Absent is fine; null is not an integer or an id (the schema says "Field may not be null.").
+        # null counts as absent (clients serialise an unset optional field as null).
         timestamp = item.get("timestamp")
-        if timestamp is None:
-            if "timestamp" in item:
-                return None
-        elif type(timestamp) is not int or not 0 <= timestamp <= MAX_TIMESTAMP:
+        if timestamp is not None and (type(timestamp) is not int or not 0 <= timestamp <= MAX_TIMESTAMP):
             return None
         item_id = item.get("item_id")
-        if item_id is None:
-            if "item_id" in item:
-                return None
-        elif type(item_id) not in (str, int) or not 0 < len(str(item_id)) <= max_length:
+        if item_id is not None and (
+            type(item_id) not in (str, int) or not 0 < len(str(item_id)) <= max_length
+        ):
             return None
         props = {}
         for key, value in item.items():

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from .._json import dumps
+from .._json import dumps, escapes_nul
 from ..stores import unstorable
 
 __all__ = ["EmitSchema", "ScalarOrString", "check_value"]
@@ -60,7 +60,7 @@ def storable_json(value: Any) -> None:
         text = dumps(value)
     except (ValueError, TypeError, RecursionError) as exc:
         raise ValidationError(f"Must hold JSON values only: {exc}.") from None
-    if unstorable(text):
+    if escapes_nul(text) or unstorable(text):
         raise ValidationError("Must not contain a NUL character or an unpaired surrogate.")
 
 

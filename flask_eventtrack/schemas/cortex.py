@@ -26,8 +26,9 @@ def make_cortex_event_schema(id_field: str, max_length: int) -> type[Schema]:
             unknown = INCLUDE  # every other key is a custom parameter
 
         type = fields.String(required=True, validate=text)
-        timestamp = fields.Integer(strict=True, validate=validate.Range(0, MAX_TIMESTAMP))
-        item_id = ScalarOrString(validate=text)
+        # null counts as absent (clients serialise an unset optional field as null).
+        timestamp = fields.Integer(strict=True, allow_none=True, validate=validate.Range(0, MAX_TIMESTAMP))
+        item_id = ScalarOrString(allow_none=True, validate=text)
 
         @validates_schema
         def check_custom_params(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from .._json import dumps
+from .._json import dumps, escapes_nul
 from ..errors import ConfigurationError
 from ..events import Event, Rejection, new_event_id, utcnow
 
@@ -127,7 +127,7 @@ class Store(abc.ABC):
                 message = f"props cannot be stored as JSON: {exc}"
                 rejected.append(self.reject_event(event, "schema_violation", message))
                 continue
-            if unstorable(
+            if escapes_nul(props) or unstorable(
                 f"{event.tenant}{event.source}{event.type}{event.user}{event.user_kind}{event.item_type}"
                 f"{event.item_id}{event.original_time}{event.dedup_key}{event.status}{event.links_to}{props}"
             ):
