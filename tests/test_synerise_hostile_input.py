@@ -1,4 +1,4 @@
-"""Synerise: regressions of the second code review (dialects B).
+"""Synerise: hostile or odd input that was once answered wrongly.
 
 1. a deeply nested refused body crashed the rejected-log redaction (500);
 2. a NUL in a path or query value of the read endpoint reached PostgreSQL (500);

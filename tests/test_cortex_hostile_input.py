@@ -1,4 +1,4 @@
-"""Regressions from the review of the Cortex dialect and the shared JSON parsing.
+"""Hostile or odd input to the Cortex dialect and the shared JSON parsing.
 
 Each test failed before its fix. The ``config`` fixture runs every app test on
 SQLite and then on PostgreSQL (``tests/_pg.py``).

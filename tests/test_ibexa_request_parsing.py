@@ -1,4 +1,4 @@
-"""Ibexa dialect: four review findings, each a request that was answered wrongly.
+"""Ibexa request parsing: requests that were once answered wrongly.
 
 1. A form-encoded POST sent chunked (no Content-Length) lost its parameters.
 2. An empty path segment was a 308 to a path whose segments had shifted, not a 400.

@@ -1,4 +1,4 @@
-"""Profile events API: regressions of the second code review (dialects B).
+"""Profile events API: hostile or odd input that was once answered wrongly.
 
 2. a NUL in ``GET /v1/user/<email or _id>`` reached PostgreSQL when raw ids are stored (500);
 3. a refused key made the server read and parse the whole body, past the size limit.
