@@ -2,7 +2,7 @@
 
 Starts each app under gunicorn (2 sync workers, pinned to CPU 0), drives it from
 this process (pinned to CPU 1) over 127.0.0.1 only, and measures side by side:
-the bare-route ceiling, a naive hand-written peer, and flask-eventtrack's
+the bare-route ceiling, a naive and a careful hand-written peer, and flask-eventtrack's
 endpoints. Every figure is the median of ``--runs`` runs. After every run the
 stored events are counted: a run that stored a different number of events than
 it got 2xx answers for fails the suite (exit status 1).

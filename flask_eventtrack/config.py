@@ -35,33 +35,35 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-#: Numeric core keys -> (type, least value allowed). ``init_app`` converts and
-#: checks them once, so a bad value (``FLASK_EVENTTRACK_MAX_CONTENT_LENGTH=1MB``)
-#: is a ConfigurationError at start instead of a 500 on every request. No setting
-#: may exceed :data:`MOST` (timeouts and time spans past it overflow the clock).
-NUMBERS: dict[str, tuple[type[int] | type[float], float]] = {
-    "EVENTTRACK_MAX_CONTENT_LENGTH": (int, 1),
-    "EVENTTRACK_MAX_EVENTS_PER_REQUEST": (int, 1),
-    "EVENTTRACK_MAX_STRING_LENGTH": (int, 1),
-    "EVENTTRACK_MAX_JSON_DEPTH": (int, 1),
-    "EVENTTRACK_CLOCK_SKEW": (int, 0),
-    "EVENTTRACK_REJECTED_PAYLOAD_LIMIT": (int, 0),
-    "EVENTTRACK_RETRY_AFTER": (int, 0),
-    "EVENTTRACK_SQLITE_BUSY_TIMEOUT": (int, 0),
-    "EVENTTRACK_SQLITE_WAL_AUTOCHECKPOINT": (int, 0),
-    "EVENTTRACK_POSTGRES_POOL_MIN_SIZE": (int, 0),
-    "EVENTTRACK_POSTGRES_POOL_MAX_SIZE": (int, 1),
-    "EVENTTRACK_POSTGRES_CONNECT_TIMEOUT": (float, 0.001),
-}
+#: The most any numeric setting may be: timeouts and time spans past it overflow the clock.
 MOST = 1_000_000_000
 
+#: Numeric core keys -> (type, least, most). ``init_app`` converts and checks
+#: them once, with each dialect module's own ``NUMBERS``, so a bad value
+#: (``FLASK_EVENTTRACK_MAX_CONTENT_LENGTH=1MB``) is a ConfigurationError at
+#: start instead of a 500 on every request.
+NUMBERS: dict[str, tuple[type[int] | type[float], float, float]] = {
+    "EVENTTRACK_MAX_CONTENT_LENGTH": (int, 1, MOST),
+    "EVENTTRACK_MAX_EVENTS_PER_REQUEST": (int, 1, MOST),
+    "EVENTTRACK_MAX_STRING_LENGTH": (int, 1, MOST),
+    "EVENTTRACK_MAX_JSON_DEPTH": (int, 1, MOST),
+    "EVENTTRACK_CLOCK_SKEW": (int, 0, MOST),
+    "EVENTTRACK_REJECTED_PAYLOAD_LIMIT": (int, 0, MOST),
+    "EVENTTRACK_RETRY_AFTER": (int, 0, MOST),
+    "EVENTTRACK_SQLITE_BUSY_TIMEOUT": (int, 0, MOST),
+    "EVENTTRACK_SQLITE_WAL_AUTOCHECKPOINT": (int, 0, MOST),
+    "EVENTTRACK_POSTGRES_POOL_MIN_SIZE": (int, 0, MOST),
+    "EVENTTRACK_POSTGRES_POOL_MAX_SIZE": (int, 1, MOST),
+    "EVENTTRACK_POSTGRES_CONNECT_TIMEOUT": (float, 0.001, MOST),
+}
 
-def checked_number(key: str, value: Any) -> int | float:
+
+def checked_number(key: str, value: Any, bounds: tuple[type[int] | type[float], float, float]) -> int | float:
     """``value`` of numeric ``key`` as its type (digits in a string are fine).
 
     :raises ConfigurationError: naming the key, the value and what it must be.
     """
-    kind, least = NUMBERS[key]
+    kind, least, most = bounds
     number: int | float | None = None
     if not isinstance(value, bool):
         try:
@@ -69,19 +71,28 @@ def checked_number(key: str, value: Any) -> int | float:
         except (TypeError, ValueError, OverflowError):
             pass
     exact = isinstance(value, str) or number == value  # 1.5 is not the integer 1
-    if number is None or not exact or not least <= number <= MOST:
+    if number is None or not exact or not least <= number <= most:
         what = "an integer" if kind is int else "a number"
-        raise ConfigurationError(f"{key} must be {what} from {least:g} to {MOST:_}, not {value!r}.")
+        raise ConfigurationError(f"{key} must be {what} from {least:g} to {most:_}, not {value!r}.")
     return number
 
 
 def all_defaults(dialects: list[str] | None = None) -> dict[str, Any]:
     """Core defaults plus each dialect module's own ``CONFIG`` defaults."""
+    return _merged("CONFIG", DEFAULTS, dialects)
+
+
+def all_numbers(dialects: list[str] | None = None) -> dict[str, tuple[type[int] | type[float], float, float]]:
+    """Numeric core keys plus each dialect module's own ``NUMBERS``, with their bounds."""
+    return _merged("NUMBERS", NUMBERS, dialects)
+
+
+def _merged(name: str, core: dict[str, Any], dialects: list[str] | None) -> dict[str, Any]:
     from .dialects import available_dialects, dialect_module
 
-    merged = dict(DEFAULTS)
-    for name in available_dialects() if dialects is None else dialects:
-        merged.update(getattr(dialect_module(name), "CONFIG", {}))
+    merged = dict(core)
+    for dialect in available_dialects() if dialects is None else dialects:
+        merged.update(getattr(dialect_module(dialect), name, {}))
     return merged
 
 

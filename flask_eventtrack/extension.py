@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app
 
-from .config import DEFAULTS, NUMBERS, all_defaults, as_list, checked_number
+from .config import DEFAULTS, all_defaults, all_numbers, as_list, checked_number
 from .dialects import available_dialects
 from .errors import ConfigurationError
 from .events import Event
@@ -92,8 +92,9 @@ class EventTrack:
         defaults = all_defaults(wanted)
         for key, default in defaults.items():
             app.config.setdefault(key, default)
-        for key in NUMBERS:
-            app.config[key] = checked_number(key, app.config[key])
+        for key, bounds in all_numbers(wanted).items():
+            if app.config[key] is not None or defaults[key] is not None:  # None: an optional setting unset
+                app.config[key] = checked_number(key, app.config[key], bounds)
         if app.config["EVENTTRACK_POSTGRES_POOL_MIN_SIZE"] > app.config["EVENTTRACK_POSTGRES_POOL_MAX_SIZE"]:
             raise ConfigurationError(
                 "EVENTTRACK_POSTGRES_POOL_MIN_SIZE must not be larger than EVENTTRACK_POSTGRES_POOL_MAX_SIZE."

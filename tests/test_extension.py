@@ -70,6 +70,13 @@ def test_get_state_without_init_app_says_what_to_do() -> None:
         ("EVENTTRACK_POSTGRES_POOL_MIN_SIZE", 20),  # more than the maximum, 10
         ("EVENTTRACK_SQLITE_BUSY_TIMEOUT", 2**63),  # would overflow the lock's timeout on every write
         ("EVENTTRACK_CLOCK_SKEW", 10**14),  # would overflow a timedelta
+        # each dialect's own numbers too
+        ("EVENTTRACK_IBEXA_MAX_URI_LENGTH", "abc"),
+        ("EVENTTRACK_SYNERISE_TOKEN_MAX_AGE", "1h"),
+        ("EVENTTRACK_SYNERISE_READ_LIMIT", 0),  # every read would be a 400
+        ("EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE", "ten"),
+        ("EVENTTRACK_PROFILE_EMAIL_OPEN_WINDOW", -5),
+        ("EVENTTRACK_PROFILE_PAGE_SIZE", 5000),  # was silently cut to 200
     ],
 )
 def test_a_bad_number_setting_fails_in_init_app_not_on_every_request(
@@ -88,6 +95,7 @@ def test_number_settings_given_as_text_are_converted_once(tmp_path: Any) -> None
     limit = "EVENTTRACK_MAX_CONTENT_LENGTH"
     assert app.config[limit] == get_state(app).config[limit] == 2048
     assert app.config["EVENTTRACK_POSTGRES_CONNECT_TIMEOUT"] == 2.5
+    assert app.config["EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE"] is None  # optional, unset: stays None
     response = app.test_client().post("/cortex", data=b"x" * 2049, content_type="application/json")
     assert response.status_code == 413
 

@@ -157,7 +157,7 @@ def test_secret_key_rotation_keeps_tokens_valid(config, state) -> None:
 
 
 def test_token_max_age_must_be_positive(config) -> None:
-    with pytest.raises(ConfigurationError, match="max age"):
+    with pytest.raises(ConfigurationError, match="TOKEN_MAX_AGE must be an integer from 1"):
         create_app({**config, "EVENTTRACK_SYNERISE_TOKEN_MAX_AGE": 0})
 
 

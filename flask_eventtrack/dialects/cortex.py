@@ -18,6 +18,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 
+from ..config import MOST
 from ..errors import BadPayload, ConfigurationError, PayloadTooLarge, StoreUnavailable
 from ..events import Event, Rejection
 from ..extension import EventTrackState
@@ -35,6 +36,8 @@ CONFIG: dict[str, Any] = {
     "EVENTTRACK_CORTEX_SIGNING_KEYS": [],
     "EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE": None,
 }
+#: Numeric settings -> (type, least, most), checked by ``init_app``.
+NUMBERS = {"EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE": (int, 1, MOST)}
 _OK_BODY = json.dumps({"status": "received"})
 _SCALARS = (str, int, float, bool)
 #: Containers nested deeper than this in a rejected payload are replaced by a marker.

@@ -28,7 +28,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.routing import PathConverter
 
 from .. import links
-from ..config import as_list
+from ..config import MOST, as_list
 from ..errors import (
     BadPayload,
     ConfigurationError,
@@ -53,6 +53,8 @@ CONFIG: dict[str, Any] = {
     "EVENTTRACK_IBEXA_MAX_URI_LENGTH": 2048,
     "EVENTTRACK_IBEXA_CREDENTIALS": {},
 }
+#: Numeric settings -> (type, least, most), checked by ``init_app``.
+NUMBERS = {"EVENTTRACK_IBEXA_MAX_URI_LENGTH": (int, 64, MOST)}
 #: ``flask eventtrack scenarios`` and ``flask eventtrack consumption``.
 commands = list(_stats_commands)
 
@@ -130,9 +132,7 @@ class IbexaSettings:
                     " or a list of them."
                 )
             credentials[customer] = [v.encode("utf-8") for v in values]
-        max_uri = int(cfg["EVENTTRACK_IBEXA_MAX_URI_LENGTH"])
-        if max_uri < 64:
-            raise ConfigurationError("EVENTTRACK_IBEXA_MAX_URI_LENGTH must be at least 64.")
+        max_uri = int(cfg["EVENTTRACK_IBEXA_MAX_URI_LENGTH"])  # at least 64: NUMBERS
         string_ids = bool(cfg["EVENTTRACK_IBEXA_STRING_ITEM_IDS"])
         schemas = make_ibexa_schemas(
             string_item_ids=string_ids,

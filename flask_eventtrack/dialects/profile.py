@@ -23,6 +23,7 @@ from flask import Blueprint, Response, request
 from marshmallow import Schema, ValidationError
 
 from ..bots import is_bot
+from ..config import MOST
 from ..errors import BadPayload, NotFoundError, PayloadTooLarge, StoreUnavailable, UnauthorizedError
 from ..events import Event, Rejection, format_time
 from ..keys import check_key
@@ -43,6 +44,11 @@ CONFIG = {
     "EVENTTRACK_PROFILE_PAGE_SIZE": 50,
 }
 MAX_PAGE_SIZE = 200
+#: Numeric settings -> (type, least, most), checked by ``init_app``.
+NUMBERS = {
+    "EVENTTRACK_PROFILE_EMAIL_OPEN_WINDOW": (int, 0, MOST),
+    "EVENTTRACK_PROFILE_PAGE_SIZE": (int, 1, MAX_PAGE_SIZE),
+}
 _CREATED = {"message": "Event created", "email": "Event was created for the specified user"}
 
 
@@ -74,7 +80,7 @@ class ProfileReader:
         self.keep_email = bool(cfg["EVENTTRACK_PROFILE_KEEP_EMAIL"])
         self.bot_filter = bool(cfg["EVENTTRACK_PROFILE_BOT_FILTER"])
         self.open_window = timedelta(seconds=int(cfg["EVENTTRACK_PROFILE_EMAIL_OPEN_WINDOW"]))
-        self.page_size = max(1, min(int(cfg["EVENTTRACK_PROFILE_PAGE_SIZE"]), MAX_PAGE_SIZE))
+        self.page_size = int(cfg["EVENTTRACK_PROFILE_PAGE_SIZE"])
         self.max_length = int(cfg["EVENTTRACK_MAX_STRING_LENGTH"])
         self.max_depth = int(cfg["EVENTTRACK_MAX_JSON_DEPTH"])
         self.user_schema = UserSchema()

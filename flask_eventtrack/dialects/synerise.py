@@ -19,6 +19,7 @@ from flask.cli import with_appcontext
 from marshmallow import ValidationError
 from werkzeug.http import HTTP_STATUS_CODES
 
+from ..config import MOST
 from ..errors import BadPayload, NotFoundError, PayloadTooLarge, StoreUnavailable, UnauthorizedError
 from ..events import Event, Rejection, format_time
 from ..extension import EventTrackState, get_state
@@ -35,6 +36,11 @@ CONFIG = {
     "EVENTTRACK_SYNERISE_URL_PREFIX": "",
     "EVENTTRACK_SYNERISE_TOKEN_MAX_AGE": 3600,
     "EVENTTRACK_SYNERISE_READ_LIMIT": 1000,
+}
+#: Numeric settings -> (type, least, most), checked by ``init_app``.
+NUMBERS = {
+    "EVENTTRACK_SYNERISE_TOKEN_MAX_AGE": (int, 1, MOST),
+    "EVENTTRACK_SYNERISE_READ_LIMIT": (int, 1, MOST),
 }
 
 
