@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import MapAdapter
@@ -26,6 +26,7 @@ __all__ = [
     "parse_json",
     "read_body",
     "read_json",
+    "request_notes",
     "unavailable_response",
 ]
 
@@ -95,7 +96,7 @@ def read_body(state: EventTrackState) -> bytes:
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The body is {length} bytes; the limit is {limit}.")
     if length is not None:
-        body = g._eventtrack_body = request.get_data(cache=True)
+        body = request_notes()["body"] = request.get_data(cache=True)
         return body
     stream = request.stream
     chunks: list[bytes] = []
@@ -108,7 +109,7 @@ def read_body(state: EventTrackState) -> bytes:
         size += len(chunk)
     if size > limit:
         raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.")
-    body = g._eventtrack_body = b"".join(chunks)
+    body = request_notes()["body"] = b"".join(chunks)
     return body
 
 
@@ -119,8 +120,18 @@ def body_read() -> bytes | None:
     For the rejected log: ``request.get_data()`` finds a chunked body empty once
     ``read_body`` has consumed it, and would read one never read without a limit.
     """
-    body: bytes | None = g.get("_eventtrack_body")
+    body: bytes | None = request_notes().get("body")
     return body
+
+
+def request_notes() -> dict[str, Any]:
+    """What this request learned on its way (its body, its tenant), for its
+    rejected-log entry. Kept in the WSGI environ, which lives exactly as long as
+    the request: ``flask.g`` lives as long as the app context, which a test or a
+    CLI command may share across requests.
+    """
+    notes: dict[str, Any] = request.environ.setdefault("flask_eventtrack.notes", {})
+    return notes
 
 
 # A JSON escape of a UTF-16 surrogate, which only decodes to text when paired with its twin.

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import click
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 from werkzeug.http import HTTP_STATUS_CODES
@@ -27,7 +27,7 @@ from ..keys import check_key, hash_key
 from ..schemas.synerise import AI_EVENT_TYPES, DEDICATED, IDENTIFIERS, MAX_ACTION_LENGTH
 from ..stores import EventQuery, unstorable
 from ..tokens import Tokens, app_secret_keys
-from ._http import answer_wrong_methods, body_read, parse_json, read_body, unavailable_headers
+from ._http import answer_wrong_methods, body_read, parse_json, read_body, request_notes, unavailable_headers
 from ._synerise_reader import SOURCE, Invalid, SyneriseReader, redacted_payload
 
 NAME = SOURCE
@@ -92,7 +92,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
             tenant = check_key(store, key, ("tracker",))
         else:
             tenant = tokens.verify(bearer_token()).tenant
-        g._eventtrack_synerise_tenant = tenant
+        request_notes()["tenant"] = tenant
         return tenant
 
     def body() -> Any:
@@ -102,7 +102,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         count = len(exc.errors)
         indexed = any("index" in e for e in exc.errors)
         what = "The batch was refused; nothing was stored" if indexed else "The event is not valid"
-        g._eventtrack_synerise_type = type_
+        request_notes()["type"] = type_
         return BadPayload(f"{what}: {count} problem{'s' * (count != 1)}.", errors=exc.errors)
 
     def submit(events: list[Event]) -> Response:
@@ -112,7 +112,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     @bp.post("/v4/auth/token")
     def issue_token() -> Response:
         """Exchange an API key (``{"apiKey": ...}``) for a bearer token of its tenant."""
-        g._eventtrack_synerise_secret = True  # the body is a secret: never logged
+        request_notes()["secret"] = True  # the body is a secret: never logged
         document = body()
         api_key = document.get("apiKey") if isinstance(document, dict) else None
         if not isinstance(api_key, str) or not api_key:
@@ -143,7 +143,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
                 f"Unknown event endpoint {endpoint!r}; use custom or one of: {', '.join(DEDICATED)}."
             )
         document = body()
-        g._eventtrack_synerise_type = DEDICATED.get(endpoint)
+        request_notes()["type"] = DEDICATED.get(endpoint)
         try:
             event = reader.v4_event(tenant, document, endpoint)
         except Invalid as exc:
@@ -243,16 +243,17 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         # Only a body already read within the size limit is logged; never one
         # holding a secret (the token request) or one that failed authentication.
         raw = body_read()
-        secret = getattr(g, "_eventtrack_synerise_secret", False)
+        notes = request_notes()
+        secret = notes.get("secret", False)
         if raw is not None and reason != "auth_failure" and not secret:
             payload = redacted_payload(reader, raw)
-        tenant = getattr(g, "_eventtrack_synerise_tenant", "default")
+        tenant = notes.get("tenant", "default")
         rejection = Rejection(
             reason,
             message,
             NAME,
             tenant=tenant,
-            type=getattr(g, "_eventtrack_synerise_type", None),
+            type=notes.get("type"),
             payload=payload,
         )
         try:

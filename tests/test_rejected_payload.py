@@ -1,4 +1,6 @@
-"""A refused body sent without Content-Length (chunked) is logged like any other.
+"""The body a rejected-log entry carries: its own request's, read within the limit.
+
+A refused body sent without Content-Length (chunked) is logged like any other.
 
 ``read_body`` reads such a body from the stream itself, so ``request.get_data()``
 finds it empty afterwards; the rejected log must use the bytes ``read_body`` read,
@@ -79,3 +81,26 @@ def test_profile_chunked_refused_body_is_logged(client: FlaskClient, state: Even
     headers = {"Authorization": create_key(state.store, "acme", "api").secret}
     payload = check_sent_both_ways(client, state, "/v1/event/", PROFILE, headers, "profile")
     assert payload["event"] == {"nope": {}} and payload["user"]["email"].startswith("hash:")
+
+
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("/v4/events/nope", b"{}"),  # unknown endpoint: 404 before the body is read
+        ("/v4/events/custom", b'{"pad": "' + b"x" * 2 * LIMIT + b'"}'),  # 413 on Content-Length
+    ],
+)
+def test_a_request_that_read_no_body_does_not_log_the_previous_requests_body(
+    app: Flask, client: FlaskClient, state: EventTrackState, path: str, data: bytes
+) -> None:
+    """Requests made inside one app context (a test, a CLI command) share ``flask.g``."""
+    token = Tokens(app_secret_keys(app), 3600, state.store).issue("acme")
+    headers = {"Authorization": f"Bearer {token}"}
+    with app.app_context():
+        first = client.post("/v4/events/custom", data=SYNERISE.replace(b"a b", b"a.b"), headers=headers,
+                            content_type="application/json")  # fmt: skip
+        assert first.status_code == 202
+        second = client.post(path, data=data, headers=headers, content_type="application/json")
+        assert second.status_code in (404, 413)
+    (rejected,) = state.store.iter_rejected(EventQuery(source="synerise"))
+    assert rejected.payload is None and rejected.tenant == "acme"
