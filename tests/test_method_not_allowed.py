@@ -126,3 +126,56 @@ def test_only_the_dialects_urls_change(app: Flask) -> None:
     ):
         assert response.status_code in (404, 405)
         assert response.mimetype == "text/html", response.get_data(as_text=True)[:80]
+
+
+def test_the_host_apps_own_405_handler_keeps_its_urls_whenever_registered(app: Flask) -> None:
+    @app.post("/host/form")
+    def form() -> str:
+        return "ok"
+
+    @app.errorhandler(405)  # registered after init_app
+    def host_405(error: Exception) -> tuple[str, int]:
+        return "host 405", 405
+
+    client = app.test_client()
+    assert client.get("/host/form").get_data(as_text=True) == "host 405"
+    assert client.get("/v4/events/custom").get_json()["status"] == 405
+
+
+def test_host_before_request_hooks_still_run_on_a_dialects_405(app: Flask) -> None:
+    seen: list[str] = []
+
+    @app.before_request
+    def host_hook() -> None:  # registered after init_app: a rate limiter, a request log
+        seen.append("host")
+
+    client = app.test_client()
+    for path in ("/cortex/", "/v4/events/custom", "/v1/event/"):
+        seen.clear()
+        assert client.get(path).status_code == 405
+        assert seen == ["host"], path
+
+
+def test_the_host_apps_url_converters_do_not_run_for_its_405s(app: Flask) -> None:
+    import datetime
+
+    from werkzeug.routing import BaseConverter
+
+    calls: list[str] = []
+
+    class DayConverter(BaseConverter):
+        def to_python(self, value: str) -> datetime.date:
+            calls.append(value)
+            return datetime.date.fromisoformat(value)  # ValueError on a bad day
+
+    app.url_map.converters["day"] = DayConverter
+
+    @app.post("/report/<day:day>")
+    def report(day: datetime.date) -> str:
+        return "ok"
+
+    client = app.test_client()
+    for url in ("/report/2024-13-01", "/report/2024-12-01"):  # a converter failing was a 500
+        response = client.get(url)
+        assert response.status_code == 405 and response.mimetype == "text/html"
+    assert calls == []

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.routing import MapAdapter
 
 from .._json import escapes_nul
@@ -31,8 +31,16 @@ __all__ = [
 ]
 
 
-#: ``app.extensions`` key: endpoint prefix (``"eventtrack_synerise."``) -> 405 answer.
+#: ``app.extensions`` key: the app's :class:`_WrongMethods`.
 _WRONG_METHODS = "eventtrack_wrong_methods"
+
+
+class DialectMethodNotAllowed(MethodNotAllowed):
+    """A wrong method on a dialect's URL: answered by that dialect, in its envelope."""
+
+    def __init__(self, error: MethodNotAllowed, respond: Callable[[str], Response]) -> None:
+        super().__init__(valid_methods=error.valid_methods, description=error.description)
+        self.respond = respond
 
 
 def answer_wrong_methods(bp: Blueprint, respond: Callable[[str], Response]) -> None:
@@ -40,46 +48,72 @@ def answer_wrong_methods(bp: Blueprint, respond: Callable[[str], Response]) -> N
     405 in the dialect's envelope, instead of werkzeug's HTML page.
 
     Flask raises routing errors before it knows the blueprint, so a blueprint's
-    405 handler never runs, and an app-wide one would restyle the host app's own
-    pages. One ``before_request`` hook per app serves every dialect: it answers
-    only a request whose routing failed with 405 on a dialect's URL, and costs any
-    other request one attribute check. ``Allow`` is werkzeug's, and ``OPTIONS``
+    405 handler never runs. So one ``before_request`` hook per app swaps the
+    routing error of a dialect's URL for a :class:`DialectMethodNotAllowed`, and
+    an app error handler for that class alone answers it: the host app's own 405
+    handler (registered before or after) keeps every other URL, and its other
+    ``before_request`` hooks still run. ``Allow`` is werkzeug's; ``OPTIONS``
     stays Flask's automatic answer.
     """
 
     def register(setup: BlueprintSetupState) -> None:
-        answers = setup.app.extensions.setdefault(_WRONG_METHODS, {})
-        if not answers:
-            setup.app.before_request(_method_not_allowed)
-        answers[f"{setup.name_prefix}.{setup.name}.".lstrip(".")] = respond
+        wrong = setup.app.extensions.get(_WRONG_METHODS)
+        if wrong is None:
+            wrong = setup.app.extensions[_WRONG_METHODS] = _WrongMethods()
+            setup.app.before_request(wrong.claim)
+            setup.app.register_error_handler(DialectMethodNotAllowed, _answer)
+        wrong.respond[f"{setup.name_prefix}.{setup.name}.".lstrip(".")] = respond
 
     bp.record(register)
 
 
-def _method_not_allowed() -> Response | None:
-    error = request.routing_exception
-    if not isinstance(error, MethodNotAllowed):
-        return None
-    adapter = current_app.create_url_adapter(request)
-    if adapter is None:
-        return None
-    answers: dict[str, Callable[[str], Response]] = current_app.extensions[_WRONG_METHODS]
+class _WrongMethods:
+    """One app's dialects: their 405 answers, by endpoint prefix."""
+
+    def __init__(self) -> None:
+        self.respond: dict[str, Callable[[str], Response]] = {}
+        self._prefixes: tuple[str, ...] | None = None
+
+    def claim(self) -> None:
+        """Mark a 405 on a dialect's URL as the dialect's (any other request: one check)."""
+        error = request.routing_exception
+        if type(error) is not MethodNotAllowed:
+            return
+        if self._prefixes is None:  # the fixed start of each dialect URL, up to a variable part
+            rules = current_app.url_map.iter_rules()
+            mine = {r.rule.partition("<")[0] for r in rules if self._answer_of(r.endpoint) is not None}
+            self._prefixes = tuple(mine)
+        # Only a dialect's URL is matched again: the host's URL converters are not run.
+        adapter = current_app.create_url_adapter(request)
+        if adapter is None or not request.path.startswith(self._prefixes):
+            return
+        for method in sorted(error.valid_methods or ()):
+            respond = self._answer_of(_endpoint(adapter, method))
+            if respond is not None:
+                request.routing_exception = DialectMethodNotAllowed(error, respond)
+                return
+
+    def _answer_of(self, endpoint: str) -> Callable[[str], Response] | None:
+        return self.respond.get(endpoint.rpartition(".")[0] + ".")
+
+
+def _answer(error: DialectMethodNotAllowed) -> Response:
     allowed = sorted(error.valid_methods or ())
-    for method in allowed:
-        respond = answers.get(_endpoint(adapter, method).rpartition(".")[0] + ".")
-        if respond is not None:
-            usable = ", ".join(m for m in allowed if m not in ("HEAD", "OPTIONS"))
-            response = respond(f"The method {request.method[:20]} is not allowed here; use {usable}.")
-            response.headers["Allow"] = ", ".join(allowed)
-            return response
-    return None  # the host app's URL, or Ibexa's (whose docs promise Flask's 405)
+    usable = ", ".join(m for m in allowed if m not in ("HEAD", "OPTIONS"))
+    response = error.respond(f"The method {request.method[:20]} is not allowed here; use {usable}.")
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
 
 
 def _endpoint(adapter: MapAdapter, method: str) -> str:
-    """The endpoint the request's URL goes to with ``method``, or ``""``."""
+    """The endpoint the request's URL goes to with ``method``, or ``""``.
+
+    Any exception counts as no match: the host app's URL converters run here too,
+    and one of them failing must not turn the host's 405 into a 500.
+    """
     try:
         rule, _ = adapter.match(method=method, return_rule=True)
-    except HTTPException:
+    except Exception:
         return ""
     return str(rule.endpoint)
 
