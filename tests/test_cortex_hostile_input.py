@@ -20,7 +20,8 @@ from test_no_500 import credentials, json_requests  # noqa: F401 - the credentia
 from example_app import create_app
 from flask_eventtrack import get_state, sign_body
 from flask_eventtrack.dialects._http import MAX_BODY_DEPTH, _nested_deeper_than, _walk_deeper_than
-from flask_eventtrack.dialects.cortex import REDACT_MAX_DEPTH, CortexReader
+from flask_eventtrack.dialects._redact import MAX_DEPTH as REDACT_MAX_DEPTH
+from flask_eventtrack.dialects.cortex import CortexReader
 from flask_eventtrack.extension import EventTrackState
 from flask_eventtrack.signing import SignatureFailure, verify_body
 from flask_eventtrack.stores import EventQuery

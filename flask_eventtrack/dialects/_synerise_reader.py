@@ -28,6 +28,7 @@ from ..schemas.synerise import (
     RESERVED_PARAMS,
     build_schemas,
 )
+from ._redact import redacted
 
 __all__ = ["Invalid", "SyneriseReader", "flatten", "load", "redacted_payload"]
 
@@ -38,9 +39,6 @@ _ID_KEYS = frozenset(IDENTIFIERS)
 _REDACT_KEYS = _ID_KEYS | {"client", "clientUUID"}
 _V4_FIELDS = frozenset({"client", "label", "params", "time", "eventSalt", "action"})
 _MISSING: Any = object()
-#: Containers nested deeper than this are not copied into the rejected log.
-_LOG_DEPTH = 64
-_TOO_DEEP = "(nested too deeply: not logged)"
 # How redact treats a value: reached from the body through arrays only (a scalar
 # is hashed, an object's keys decide for its values), plain, or under an
 # identifier key (every scalar and every key but the identifier names hashed).
@@ -363,40 +361,16 @@ class SyneriseReader:
         it (a refused body has no trusted shape). A scalar no key names (the body
         itself, an item of a batch) could be an identifier too: hashed as well, and
         so are the keys of an object under those keys (``{"client": {"jan@...": 1}}``).
-
-        Iterative, and containers deeper than :data:`_LOG_DEPTH` are replaced by
-        a marker: whatever the input, neither this nor ``json.dumps`` of its result
-        can exhaust the stack.
         """
-        root: list[Any] = [None]
-        # (value, its mode, the container it goes into, the slot there, depth)
-        stack: list[tuple[Any, int, Any, Any, int]] = [(document, _TOP, root, 0, 0)]
-        while stack:
-            value, mode, target, slot, depth = stack.pop()
-            if isinstance(value, dict):
-                if depth >= _LOG_DEPTH:
-                    target[slot] = _TOO_DEEP
-                    continue
-                copy: dict[Any, Any] = {}
-                target[slot] = copy
-                for key, child in value.items():
-                    if mode == _SECRET:
-                        key = key if key in _REDACT_KEYS else self._hashed(key)
-                        child_mode = _SECRET
-                    else:
-                        child_mode = _SECRET if key in _REDACT_KEYS else _PLAIN
-                    copy[key] = None  # keeps the key order while children are filled in
-                    stack.append((child, child_mode, copy, key, depth + 1))
-            elif isinstance(value, list):
-                if depth >= _LOG_DEPTH:
-                    target[slot] = _TOO_DEEP
-                    continue
-                items: list[Any] = [None] * len(value)
-                target[slot] = items
-                stack.extend((child, mode, items, i, depth + 1) for i, child in enumerate(value))
-            else:
-                target[slot] = self._hashed(value) if mode != _PLAIN else value
-        return root[0]
+
+        def child(mode: int, key: Any) -> tuple[int, Any]:
+            if mode == _SECRET:
+                return _SECRET, key if key in _REDACT_KEYS else self._hashed(key)
+            return _SECRET if key in _REDACT_KEYS else _PLAIN, key
+
+        return redacted(
+            document, _TOP, child=child, leaf=lambda mode, v: v if mode == _PLAIN else self._hashed(v)
+        )
 
     def _hashed(self, value: Any) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -25,6 +25,7 @@ from ..extension import EventTrackState
 from ..schemas.cortex import MAX_KEY_LENGTH, MAX_TIMESTAMP, make_cortex_event_schema
 from ..signing import SIGNATURE_HEADER, SignatureFailure, verify_body
 from ._http import answer_wrong_methods, parse_json, read_body, unavailable_response
+from ._redact import redacted
 
 NAME = "cortex"
 #: This dialect's settings and their defaults (merged into the app config by ``init_app``).
@@ -41,8 +42,6 @@ NUMBERS = {"EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE": (int, 1, MOST)}
 _OK_BODY = json.dumps({"status": "received"})
 _SCALARS = (str, int, float, bool)
 #: Containers nested deeper than this in a rejected payload are replaced by a marker.
-REDACT_MAX_DEPTH = 64
-_TOO_DEEP = "<nested too deeply>"
 
 
 class CortexReader:
@@ -90,51 +89,20 @@ class CortexReader:
 
         The value of an id field is replaced whatever its type: a scalar by
         ``hash:<keyed hash>``, a container by a copy with every scalar and every
-        key in it hashed (a refused body has no trusted shape). Iterative, and
-        containers nested past :data:`REDACT_MAX_DEPTH` are replaced by a marker,
-        so no document can exhaust the stack here or in ``json.dumps`` after.
+        key in it hashed (a refused body has no trusted shape).
         """
         hash_user = self.hash_user
         if hash_user is None:
             return value
+        id_field = self.id_field
 
         def hashed(item: Any) -> Any:
             return f"hash:{hash_user(str(item))}" if isinstance(item, (str, int, float)) else item
 
-        id_field = self.id_field
-        root: list[Any] = [None]
-        # (value, hash every scalar in it, where the copy goes, its key there, depth)
-        stack: list[tuple[Any, bool, Any, Any, int]] = [(value, False, root, 0, 0)]
-        while stack:
-            item, secret, parent, slot, depth = stack.pop()
-            if isinstance(item, dict):
-                if depth >= REDACT_MAX_DEPTH:
-                    parent[slot] = _TOO_DEEP
-                    continue
-                copy: dict[str, Any] = {}
-                for key, child in item.items():
-                    child_secret = secret or key == id_field
-                    out_key = hashed(key) if secret else key
-                    copy[out_key] = None  # filled below or from the stack, in key order
-                    if isinstance(child, (dict, list)):
-                        stack.append((child, child_secret, copy, out_key, depth + 1))
-                    else:
-                        copy[out_key] = hashed(child) if child_secret else child
-                parent[slot] = copy
-            elif isinstance(item, list):
-                if depth >= REDACT_MAX_DEPTH:
-                    parent[slot] = _TOO_DEEP
-                    continue
-                items: list[Any] = [None] * len(item)
-                for index, child in enumerate(item):
-                    if isinstance(child, (dict, list)):
-                        stack.append((child, secret, items, index, depth + 1))
-                    else:
-                        items[index] = hashed(child) if secret else child
-                parent[slot] = items
-            else:
-                parent[slot] = hashed(item) if secret else item
-        return root[0]
+        def child(secret: bool, key: Any) -> tuple[bool, Any]:
+            return secret or key == id_field, hashed(key) if secret else key
+
+        return redacted(value, False, child=child, leaf=lambda secret, item: hashed(item) if secret else item)
 
     def read(self, body: bytes, signature: str | None) -> tuple[list[Event], list[Rejection]]:
         try:
