@@ -68,6 +68,9 @@ class CortexReader:
         max_age = cfg["EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE"]
         self.max_age = int(max_age) if max_age else None
         self.schema: Schema = make_cortex_event_schema(self.id_field, self.max_length)()
+        #: keys that are not custom parameters
+        self.reserved = frozenset({self.id_field, "type", "timestamp", "item_id"})
+        self.times: dict[int, tuple[datetime, str]] = {}
         self.hash_user = state.pipeline.hash_user
 
     def rejection(self, reason: str, message: str, payload: Any, type: str | None = None) -> Rejection:
@@ -164,14 +167,16 @@ class CortexReader:
         ):
             return None
         props = {}
+        reserved = self.reserved
         for key, value in item.items():
-            if key in (self.id_field, "type", "timestamp", "item_id"):
+            if key in reserved:
                 continue
             if len(key) > MAX_KEY_LENGTH:
                 return None
-            if value is not None and type(value) not in _SCALARS:
-                return None
-            if type(value) is str and len(value) > max_length:
+            if type(value) is str:
+                if len(value) > max_length:
+                    return None
+            elif value is not None and type(value) not in _SCALARS:
                 return None
             props[key] = value
         return self.build(object_id, kind, timestamp, None if item_id is None else str(item_id), props)
@@ -190,15 +195,25 @@ class CortexReader:
     def build(
         self, object_id: str, kind: str, timestamp: int | None, item_id: str | None, props: dict[str, Any]
     ) -> Event:
-        event = Event(tenant=self.tenant, source=NAME, type=kind, props=props)
-        if self.id_field == "item_id":
-            event.item_id = object_id
-        else:
-            event.user, event.user_kind, event.item_id = object_id, self.id_field, item_id
+        occurred_at = original_time = None
         if timestamp is not None:
-            event.occurred_at = datetime.fromtimestamp(timestamp, UTC)
-            event.original_time = str(timestamp)
-        return event
+            occurred_at, original_time = self.times.get(timestamp) or self._times(timestamp)
+        if self.id_field == "item_id":
+            user, user_kind, item_id = None, None, object_id
+        else:
+            user, user_kind = object_id, self.id_field
+        return Event(
+            tenant=self.tenant, source=NAME, type=kind, user=user, user_kind=user_kind, item_id=item_id,
+            occurred_at=occurred_at, original_time=original_time, props=props,
+        )  # fmt: skip
+
+    def _times(self, timestamp: int) -> tuple[datetime, str]:
+        """``occurred_at`` and ``original_time`` of ``timestamp``, kept: the events of a
+        batch mostly share a few seconds."""
+        if len(self.times) >= 4096:
+            self.times.clear()
+        times = self.times[timestamp] = (datetime.fromtimestamp(timestamp, UTC), str(timestamp))
+        return times
 
 
 def create_blueprint(state: EventTrackState) -> Blueprint:
