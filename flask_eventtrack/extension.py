@@ -93,7 +93,9 @@ class EventTrack:
         for key, default in defaults.items():
             app.config.setdefault(key, default)
         for key, bounds in all_numbers(wanted).items():
-            if app.config[key] is not None or defaults[key] is not None:  # None: an optional setting unset
+            if defaults[key] is None and str(app.config[key]).strip() in ("None", "", "0"):
+                app.config[key] = None  # optional, and unset (or 0, or an empty FLASK_... variable)
+            else:
                 app.config[key] = checked_number(key, app.config[key], bounds)
         if app.config["EVENTTRACK_POSTGRES_POOL_MIN_SIZE"] > app.config["EVENTTRACK_POSTGRES_POOL_MAX_SIZE"]:
             raise ConfigurationError(

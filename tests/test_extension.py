@@ -87,6 +87,14 @@ def test_a_bad_number_setting_fails_in_init_app_not_on_every_request(
         EventTrack(app)
 
 
+@pytest.mark.parametrize("unset", [None, "", " ", 0, "0"])
+def test_an_optional_number_left_empty_or_0_is_unset(tmp_path: Any, unset: Any) -> None:
+    # FLASK_EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE= (empty) reaches the config as ""
+    app = make_app(tmp_path, EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE=unset)
+    EventTrack(app)
+    assert app.config["EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE"] is None
+
+
 def test_number_settings_given_as_text_are_converted_once(tmp_path: Any) -> None:
     app = make_app(
         tmp_path, EVENTTRACK_MAX_CONTENT_LENGTH=" 2048 ", EVENTTRACK_POSTGRES_CONNECT_TIMEOUT="2.5"

@@ -179,3 +179,36 @@ def test_the_host_apps_url_converters_do_not_run_for_its_405s(app: Flask) -> Non
         response = client.get(url)
         assert response.status_code == 405 and response.mimetype == "text/html"
     assert calls == []
+
+
+@pytest.mark.parametrize("cortex_prefix", ["/cortex", ""])  # "": the Cortex URL is "/"
+def test_host_urls_that_only_look_like_a_dialects_are_not_matched_again(
+    config: dict[str, Any], cortex_prefix: str
+) -> None:
+    import datetime
+
+    from werkzeug.routing import BaseConverter
+
+    from example_app import create_app
+    from flask_eventtrack import get_state
+
+    app = create_app({**config, "EVENTTRACK_CORTEX_URL_PREFIX": cortex_prefix})
+    calls: list[str] = []
+
+    class DayConverter(BaseConverter):
+        def to_python(self, value: str) -> datetime.date:
+            calls.append(value)
+            return datetime.date.fromisoformat(value)
+
+    app.url_map.converters["day"] = DayConverter
+
+    @app.post("/v1/users/<day:day>")  # starts with the profile API's "/v1/user" as text
+    def users(day: datetime.date) -> str:
+        return "ok"
+
+    try:
+        response = app.test_client().get("/v1/users/2024-12-01")
+        assert response.status_code == 405 and response.mimetype == "text/html"
+        assert calls == []
+    finally:
+        get_state(app).store.close()

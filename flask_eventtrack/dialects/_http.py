@@ -72,6 +72,7 @@ class _WrongMethods:
 
     def __init__(self) -> None:
         self.respond: dict[str, Callable[[str], Response]] = {}
+        self._exact: set[str] = set()
         self._prefixes: tuple[str, ...] | None = None
 
     def claim(self) -> None:
@@ -79,19 +80,31 @@ class _WrongMethods:
         error = request.routing_exception
         if type(error) is not MethodNotAllowed:
             return
-        if self._prefixes is None:  # the fixed start of each dialect URL, up to a variable part
-            rules = current_app.url_map.iter_rules()
-            mine = {r.rule.partition("<")[0] for r in rules if self._answer_of(r.endpoint) is not None}
-            self._prefixes = tuple(mine)
+        if self._prefixes is None:
+            self._find_urls()
         # Only a dialect's URL is matched again: the host's URL converters are not run.
+        path = request.path
+        if path not in self._exact and not path.startswith(self._prefixes):  # type: ignore[arg-type]
+            return
         adapter = current_app.create_url_adapter(request)
-        if adapter is None or not request.path.startswith(self._prefixes):
+        if adapter is None:
             return
         for method in sorted(error.valid_methods or ()):
             respond = self._answer_of(_endpoint(adapter, method))
             if respond is not None:
                 request.routing_exception = DialectMethodNotAllowed(error, respond)
                 return
+
+    def _find_urls(self) -> None:
+        """The dialects' URLs: fixed ones, and the fixed start of the others (up to
+        their first variable part). Flask adds no rule after the first request."""
+        exact: set[str] = set()
+        prefixes: set[str] = set()
+        for rule in current_app.url_map.iter_rules():
+            if self._answer_of(rule.endpoint) is not None:
+                fixed, variable, _ = rule.rule.partition("<")
+                (prefixes if variable else exact).add(fixed)
+        self._exact, self._prefixes = exact, tuple(prefixes)
 
     def _answer_of(self, endpoint: str) -> Callable[[str], Response] | None:
         return self.respond.get(endpoint.rpartition(".")[0] + ".")
