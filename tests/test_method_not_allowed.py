@@ -212,3 +212,12 @@ def test_host_urls_that_only_look_like_a_dialects_are_not_matched_again(
         assert calls == []
     finally:
         get_state(app).store.close()
+
+
+# ("//v4/..." would be read by the test client as a host name.)
+@pytest.mark.parametrize("path", ["/cortex//", "/v4//events/custom", "/v4/events//custom", "/v1//event/"])
+def test_a_wrong_method_on_a_url_with_doubled_slashes_is_in_the_envelope(
+    client: FlaskClient, path: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 405 and response.is_json, response.get_data()[:60]

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 
+_SLASHES = re.compile("//+")
 #: ``app.extensions`` key: the app's :class:`_WrongMethods`.
 _WRONG_METHODS = "eventtrack_wrong_methods"
 
@@ -83,14 +84,15 @@ class _WrongMethods:
         if self._prefixes is None:
             self._find_urls()
         # Only a dialect's URL is matched again: the host's URL converters are not run.
-        path = request.path
+        # Doubled slashes are merged, as werkzeug's routing does (it would redirect).
+        path = _SLASHES.sub("/", request.path)
         if path not in self._exact and not path.startswith(self._prefixes):  # type: ignore[arg-type]
             return
         adapter = current_app.create_url_adapter(request)
         if adapter is None:
             return
         for method in sorted(error.valid_methods or ()):
-            respond = self._answer_of(_endpoint(adapter, method))
+            respond = self._answer_of(_endpoint(adapter, path, method))
             if respond is not None:
                 request.routing_exception = DialectMethodNotAllowed(error, respond)
                 return
@@ -118,14 +120,14 @@ def _answer(error: DialectMethodNotAllowed) -> Response:
     return response
 
 
-def _endpoint(adapter: MapAdapter, method: str) -> str:
-    """The endpoint the request's URL goes to with ``method``, or ``""``.
+def _endpoint(adapter: MapAdapter, path: str, method: str) -> str:
+    """The endpoint ``path`` goes to with ``method``, or ``""``.
 
     Any exception counts as no match: the host app's URL converters run here too,
     and one of them failing must not turn the host's 405 into a 500.
     """
     try:
-        rule, _ = adapter.match(method=method, return_rule=True)
+        rule, _ = adapter.match(path, method=method, return_rule=True)
     except Exception:
         return ""
     return str(rule.endpoint)
