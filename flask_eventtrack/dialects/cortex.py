@@ -24,7 +24,8 @@ from ..events import Event, Rejection
 from ..extension import EventTrackState
 from ..schemas.cortex import MAX_KEY_LENGTH, MAX_TIMESTAMP, make_cortex_event_schema
 from ..signing import SIGNATURE_HEADER, SignatureFailure, verify_body
-from ._http import answer_wrong_methods, parse_json, read_body, unavailable_response
+from ._http import parse_json, read_body, unavailable_response
+from ._methods import answer_wrong_methods
 from ._redact import redacted
 
 NAME = "cortex"

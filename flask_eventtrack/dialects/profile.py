@@ -29,7 +29,8 @@ from ..events import Event, Rejection, format_time
 from ..keys import check_key
 from ..schemas.profile import IDENTIFIER_KEYS, KINDS, UserSchema, make_kind_schemas, validate_attributes
 from ..stores import EventQuery, Store, unstorable
-from ._http import answer_wrong_methods, body_read, read_json, unavailable_headers
+from ._http import body_read, read_json, unavailable_headers
+from ._methods import answer_wrong_methods
 
 if TYPE_CHECKING:
     from ..extension import EventTrackState

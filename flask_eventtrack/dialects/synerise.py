@@ -27,7 +27,8 @@ from ..keys import check_key, hash_key
 from ..schemas.synerise import AI_EVENT_TYPES, DEDICATED, IDENTIFIERS, MAX_ACTION_LENGTH
 from ..stores import EventQuery, unstorable
 from ..tokens import Tokens, app_secret_keys
-from ._http import answer_wrong_methods, body_read, parse_json, read_body, request_notes, unavailable_headers
+from ._http import body_read, parse_json, read_body, request_notes, unavailable_headers
+from ._methods import answer_wrong_methods
 from ._synerise_reader import SOURCE, Invalid, SyneriseReader, redacted_payload
 
 NAME = SOURCE
