@@ -71,7 +71,7 @@ def main() -> None:
 
     client = app.test_client()
     with app.test_request_context("/cortex", method="POST", data=body, content_type="application/json"):
-        parse = timed("parse JSON", lambda _: parse_json(body))
+        parse = timed("parse JSON", lambda _: parse_json(body, max_depth=reader.max_depth))
         timed("validate (fast path)", lambda _: reader.read(body, None))
         timings["validate (fast path)"] = [t - parse for t in timings["validate (fast path)"]]
         timed("enrich (ids, times, hashing)", enrich, validated)

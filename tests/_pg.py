@@ -199,7 +199,13 @@ def config_on_every_store(config: dict[str, Any], request: pytest.FixtureRequest
     A test module runs all its app tests on every store with
     ``from _pg import config_on_every_store``.
     """
-    if request.param == "postgresql":
+    return on_store(request.param, config, request)
+
+
+def on_store(store: str, config: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``config`` on ``store``: ``"sqlite"`` as it is, ``"postgresql"`` in a fresh
+    schema of the session's database."""
+    if store == "postgresql":
         config["EVENTTRACK_STORE_URL"] = request.getfixturevalue("pg_database")
         config["EVENTTRACK_POSTGRES_SCHEMA"] = new_schema()
     return config

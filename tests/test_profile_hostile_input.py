@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from _pg import new_schema
+from _pg import on_store
 from flask.testing import FlaskClient
 from test_profile import create_user, errors, rejected
 
@@ -109,10 +109,7 @@ class TestNulInUserPath:
     )
     def config(self, config: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
         store, hashing = request.param
-        if store == "postgresql":
-            config["EVENTTRACK_STORE_URL"] = request.getfixturevalue("pg_database")
-            config["EVENTTRACK_POSTGRES_SCHEMA"] = new_schema()
-        return {**config, "EVENTTRACK_HASH_USER_IDS": hashing}
+        return {**on_store(store, config, request), "EVENTTRACK_HASH_USER_IDS": hashing}
 
     @pytest.mark.parametrize("identifier", ["a%00b", "%00", "a%00@example.com"])
     def test_nul_is_a_400_in_the_envelope(self, client: FlaskClient, key: str, identifier: str) -> None:

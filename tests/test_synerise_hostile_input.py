@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from _pg import new_schema
+from _pg import on_store
 from flask.testing import FlaskClient
 from test_synerise import TRANSACTION, UUID, ai, event, issue_token, post, rejected, stored
 
@@ -103,10 +103,7 @@ class TestNulInReadRequests:
     )
     def config(self, config: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
         store, hashing = request.param
-        if store == "postgresql":
-            config["EVENTTRACK_STORE_URL"] = request.getfixturevalue("pg_database")
-            config["EVENTTRACK_POSTGRES_SCHEMA"] = new_schema()
-        return {**config, "EVENTTRACK_HASH_USER_IDS": hashing}
+        return {**on_store(store, config, request), "EVENTTRACK_HASH_USER_IDS": hashing}
 
     @pytest.mark.parametrize(
         "url, field",

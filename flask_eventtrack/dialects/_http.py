@@ -7,10 +7,9 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, current_app, request
+from flask import Response, request
 
 from .._json import escapes_nul
-from ..config import DEFAULTS
 from ..errors import BadPayload, PayloadTooLarge, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -148,19 +147,13 @@ def _walk_deeper_than(document: Any, limit: int) -> bool:
     return False
 
 
-def _configured_max_depth() -> int:
-    state = current_app.extensions.get("eventtrack")
-    config = state.config if state is not None else DEFAULTS
-    return int(config["EVENTTRACK_MAX_JSON_DEPTH"])
-
-
-def parse_json(body: bytes, *, max_depth: int | None = None) -> Any:
+def parse_json(body: bytes, *, max_depth: int) -> Any:
     """Decode a JSON body, with a specific reason for each way it can be wrong.
 
     Besides malformed JSON this refuses what no store keeps faithfully: NUL
     characters, lone UTF-16 surrogates, NaN/Infinity and numbers that overflow
     a double (``1e400``). A body nested more than :data:`MAX_BODY_DEPTH` levels,
-    or ``max_depth`` (default: the app's ``EVENTTRACK_MAX_JSON_DEPTH``) plus
+    or ``max_depth`` (the app's ``EVENTTRACK_MAX_JSON_DEPTH``) plus
     :data:`ENVELOPE_DEPTH` if that is more, is refused as a whole
     (``size_violation``), so that no reader, redactor or encoder after it meets a
     document deep enough to exhaust the stack.
@@ -185,9 +178,7 @@ def parse_json(body: bytes, *, max_depth: int | None = None) -> Any:
         raise BadPayload("The JSON is nested too deeply.", reason="size_violation") from None
     except ValueError as exc:
         raise BadPayload(f"The body is not valid JSON: {exc}.", reason="invalid_json") from None
-    limit = max(
-        MAX_BODY_DEPTH, (_configured_max_depth() if max_depth is None else max_depth) + ENVELOPE_DEPTH
-    )
+    limit = max(MAX_BODY_DEPTH, max_depth + ENVELOPE_DEPTH)
     if _nested_deeper_than(body, document, limit):
         raise BadPayload(
             f"The JSON is nested too deeply (more than {limit} levels).", reason="size_violation"
@@ -204,7 +195,7 @@ def parse_json(body: bytes, *, max_depth: int | None = None) -> Any:
 
 
 def read_json(state: EventTrackState) -> Any:
-    return parse_json(read_body(state), max_depth=int(state.config["EVENTTRACK_MAX_JSON_DEPTH"]))
+    return parse_json(read_body(state), max_depth=state.config["EVENTTRACK_MAX_JSON_DEPTH"])
 
 
 def unavailable_headers(error: StoreUnavailable) -> dict[str, str]:

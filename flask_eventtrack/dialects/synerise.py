@@ -27,7 +27,7 @@ from ..keys import check_key, hash_key
 from ..schemas.synerise import AI_EVENT_TYPES, DEDICATED, IDENTIFIERS, MAX_ACTION_LENGTH
 from ..stores import EventQuery, unstorable
 from ..tokens import Tokens, app_secret_keys
-from ._http import body_read, parse_json, read_body, request_notes, unavailable_headers
+from ._http import body_read, read_json, request_notes, unavailable_headers
 from ._methods import answer_wrong_methods
 from ._synerise_reader import SOURCE, Invalid, SyneriseReader, redacted_payload
 
@@ -97,7 +97,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         return tenant
 
     def body() -> Any:
-        return parse_json(read_body(state))
+        return read_json(state)
 
     def invalid(exc: Invalid, type_: str | None = None) -> BadPayload:
         count = len(exc.errors)
