@@ -54,10 +54,6 @@ WITHIN_WINDOW = (
     'SELECT 1 FROM events WHERE "user" = %s AND occurred_at > %s AND occurred_at < %s'
     " AND tenant = %s AND source = %s AND type = %s LIMIT 1"
 )
-TEXT_FIELDS = (
-    "tenant", "source", "type", "user", "user_kind", "item_type", "item_id",
-    "original_time", "dedup_key", "status", "links_to",
-)  # fmt: skip
 
 
 def to_ms(value: datetime) -> datetime:
