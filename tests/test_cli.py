@@ -1,4 +1,4 @@
-"""``flask eventtrack export | stats | keys``."""
+"""``flask eventtrack export | stats | keys | migrate``."""
 
 from __future__ import annotations
 
@@ -163,3 +163,62 @@ def test_every_command_has_help() -> None:
 
     for command in walk(cli_module.cli):
         assert command.help, f"{command.name} has no help"
+
+
+def test_migrate_at_deploy_keeps_sqlite_utils_out_of_the_workers(tmp_path: Any) -> None:
+    """``flask eventtrack migrate`` creates the tables of a new database; workers
+    started after it find the schema up to date and never import sqlite-utils."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLASK_")},
+        "FLASK_SECRET_KEY": "deploy-secret",
+        "FLASK_EVENTTRACK_STORE_URL": f"sqlite:///{tmp_path}/deploy.db",
+    }
+    command = [sys.executable, "-m", "flask", "--app", "example_app", "eventtrack", "migrate"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    assert "schema is up to date" in done.stdout
+    with sqlite3.connect(f"{tmp_path}/deploy.db") as conn:
+        applied = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
+    assert applied == ["m001_initial", "m002_profiles"]
+    worker = (
+        "import sys\n"
+        "from example_app import create_app\n"
+        "client = create_app().test_client()\n"
+        "status = client.post('/cortex', json={'data': [{'user_id': 'u', 'type': 'click'}]}).status_code\n"
+        "print(status, 'sqlite_utils' in sys.modules)\n"
+    )
+    served = subprocess.run([sys.executable, "-c", worker], env=env, capture_output=True, text=True)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.split() == ["200", "False"]
+
+
+def test_migrate_creates_the_postgresql_schema_before_the_first_request(
+    config: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    import psycopg
+    from _pg import on_store
+
+    from example_app import create_app
+
+    app = create_app(on_store("postgresql", config, request))
+    schema = config["EVENTTRACK_POSTGRES_SCHEMA"]
+    query = "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'events'"
+
+    def tables() -> int:
+        with psycopg.connect(config["EVENTTRACK_STORE_URL"]) as conn:
+            row = conn.execute(query, (schema,)).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    try:
+        assert tables() == 0  # the pool (and the migration) waits for first use
+        assert "schema is up to date" in run(app, "migrate").stdout
+        assert tables() == 1
+    finally:
+        from flask_eventtrack import get_state
+
+        get_state(app).store.close()
