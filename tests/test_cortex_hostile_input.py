@@ -82,6 +82,16 @@ def test_only_a_body_past_the_stack_guard_is_refused_whole(
     assert f"more than {LIMIT} levels" in rejected(state)[1]["message"]
 
 
+def test_the_depth_limit_holds_at_the_shortest_bodies(client: FlaskClient, state: EventTrackState) -> None:
+    # The byte scan is skipped for bodies of at most 2 * LIMIT bytes: nested(LIMIT) is exactly
+    # that long and deep enough, nested(LIMIT + 1) is the shortest body that is too deep.
+    assert len(nested(LIMIT)) == 2 * LIMIT
+    post(client, nested(LIMIT))
+    post(client, nested(LIMIT + 1))
+    reasons = [r["reason"] for r in rejected(state)]
+    assert reasons[0] != "size_violation" and reasons[1] == "size_violation"
+
+
 def test_brackets_and_escapes_inside_strings_do_not_count_as_nesting(
     client: FlaskClient, state: EventTrackState
 ) -> None:

@@ -93,6 +93,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads with arguments builds a new decoder on every call.
+_decode = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float).decode
+
+
 #: A body nested deeper than this is refused whole: far past any valid body, it
 #: only keeps readers, redactors and encoders off the stack's limit. Shallower
 #: junk is refused item by item, so the valid items of a batch are kept.
@@ -173,13 +177,14 @@ def parse_json(body: bytes, *, max_depth: int) -> Any:
     if escapes_nul(text):
         raise BadPayload("The body contains a NUL character.", reason="schema_violation")
     try:
-        document = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
+        document = _decode(text)
     except RecursionError:
         raise BadPayload("The JSON is nested too deeply.", reason="size_violation") from None
     except ValueError as exc:
         raise BadPayload(f"The body is not valid JSON: {exc}.", reason="invalid_json") from None
     limit = max(MAX_BODY_DEPTH, max_depth + ENVELOPE_DEPTH)
-    if _nested_deeper_than(body, document, limit):
+    # Each level takes two bytes: a shorter body cannot be too deep.
+    if len(body) > 2 * limit and _nested_deeper_than(body, document, limit):
         raise BadPayload(
             f"The JSON is nested too deeply (more than {limit} levels).", reason="size_violation"
         )
