@@ -14,10 +14,21 @@ import hmac
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from itsdangerous import BadSignature, TimestampSigner
+from itsdangerous.encoding import base64_decode, bytes_to_int
 
-__all__ = ["SIGNATURE_HEADER", "SignatureFailure", "make_user_hasher", "sign_body", "verify_body"]
+from .errors import ConfigurationError
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "SignatureFailure",
+    "key_list",
+    "make_user_hasher",
+    "sign_body",
+    "verify_body",
+]
 
 SIGNATURE_HEADER = "X-Signature"
 BODY_SALT = "eventtrack.cortex"
@@ -28,6 +39,25 @@ _HEADER_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]{1,128}")
 
 class SignatureFailure(Exception):
     """The body's signature is missing, malformed, wrong or too old."""
+
+
+def key_list(value: Any, setting: str) -> list[str | bytes]:
+    """The signing keys of a setting that may hold one key or a list of keys.
+
+    One string is one key, never a list of one-character keys: Flask's
+    ``from_prefixed_env`` leaves ``FLASK_SECRET_KEY_FALLBACKS=<old key>`` a
+    string, and each character verifying a signature would let anyone forge
+    one. An empty key in a list verifies what anyone can sign, so it is refused.
+
+    :raises ConfigurationError: naming the setting.
+    """
+    if isinstance(value, (str, bytes)):
+        return [value] if value else []  # an empty setting is no key, as for numbers
+    keys = list(value or ())
+    for key in keys:
+        if not isinstance(key, (str, bytes)) or not key:
+            raise ConfigurationError(f"{setting} holds an empty or non-text key ({type(key).__name__}).")
+    return keys
 
 
 def make_user_hasher(key: str | bytes) -> Callable[[str], str]:
@@ -58,9 +88,18 @@ def sign_body(body: bytes, key: str | bytes) -> str:
 
 
 def verify_body(
-    body: bytes, signature: str | None, keys: Sequence[str | bytes], max_age: int | None = None
+    body: bytes,
+    signature: str | None,
+    keys: Sequence[str | bytes],
+    max_age: int | None = None,
+    clock_skew: int = 0,
 ) -> None:
     """Check a body signature in constant time against every active key.
+
+    With ``max_age``, a signature older than that many seconds has expired, and
+    one dated more than ``clock_skew`` seconds ahead of our clock is refused
+    (a client's clock may run a little fast; one far ahead would make a
+    signature that never expires).
 
     :raises SignatureFailure: with a message that says what was wrong.
     """
@@ -70,11 +109,21 @@ def verify_body(
         raise SignatureFailure("no signing key is configured on the server")
     if not _HEADER_SHAPE.fullmatch(signature):
         raise SignatureFailure(f"malformed {SIGNATURE_HEADER} header: expected <timestamp>.<signature>")
+    signer = _signer(keys)
     try:
-        value = _signer(keys).unsign(body + b"." + signature.encode("ascii"), max_age=max_age)
-    except SignatureExpired as exc:
-        raise SignatureFailure(f"signature expired: {exc}") from exc
+        # No max_age here: itsdangerous turns the timestamp into a datetime to
+        # report an expiry, which fails for one past year 9999 (a 500).
+        value = signer.unsign(body + b"." + signature.encode("ascii"))
     except BadSignature as exc:
         raise SignatureFailure("signature does not match the body") from exc
     if value != body:  # cannot happen with one dot in the header; checked all the same
         raise SignatureFailure("signature does not match the body")
+    if max_age is not None:
+        age = signer.get_timestamp() - bytes_to_int(base64_decode(signature.partition(".")[0]))
+        if age > max_age:
+            raise SignatureFailure(f"signature expired: it is {age} seconds old; the limit is {max_age}")
+        if age < -clock_skew:
+            raise SignatureFailure(
+                f"signature is dated {-age} seconds ahead of the server's clock"
+                f" (more than the allowed {clock_skew})"
+            )

@@ -29,6 +29,7 @@ from flask import Flask
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from .errors import ConfigurationError, UnauthorizedError
+from .signing import key_list
 from .stores import Store
 
 __all__ = ["CACHE_SIZE", "TOKEN_SALT", "TokenClaims", "Tokens", "app_secret_keys"]
@@ -54,7 +55,7 @@ def app_secret_keys(app: Flask) -> list[str | bytes]:
     secret = app.config.get("SECRET_KEY")
     if not secret:
         raise ConfigurationError("Bearer tokens are signed with SECRET_KEY: set it on the app.")
-    return [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), secret]
+    return [*key_list(app.config.get("SECRET_KEY_FALLBACKS"), "SECRET_KEY_FALLBACKS"), secret]
 
 
 class Tokens:

@@ -313,6 +313,73 @@ def test_expired_signature_is_rejected(signed_client: Any, monkeypatch: pytest.M
     assert rejection["reason"] == "signature_failure" and "expired" in rejection["message"]
 
 
+def signed_at(body: bytes, key: str, timestamp: int) -> str:
+    """What a client holding ``key`` sends when its clock says ``timestamp``."""
+    import hashlib
+
+    from itsdangerous import TimestampSigner
+    from itsdangerous.encoding import base64_encode
+
+    from flask_eventtrack.signing import BODY_SALT
+
+    signer = TimestampSigner(key.encode(), salt=BODY_SALT, digest_method=hashlib.sha256)
+    stamp = base64_encode(timestamp.to_bytes((timestamp.bit_length() + 7) // 8, "big"))
+    return (stamp + b"." + signer.get_signature(body + b"." + stamp)).decode()
+
+
+@pytest.mark.parametrize("ahead", [2**40, 2**62, 2**64 - 1])
+def test_a_signature_dated_past_any_calendar_is_a_rejection_not_a_500(signed_client: Any, ahead: int) -> None:
+    client, state = signed_client
+    assert post_signed(client, BODY, signed_at(BODY, "current-key", ahead)) == 200
+    assert events(state) == []
+    (rejection,) = rejected(state)
+    assert (
+        rejection["reason"] == "signature_failure" and "ahead of the server's clock" in rejection["message"]
+    )
+
+
+def test_a_client_clock_a_little_fast_is_within_the_clock_skew(signed_client: Any) -> None:
+    import time
+
+    client, state = signed_client
+    assert post_signed(client, BODY, signed_at(BODY, "current-key", int(time.time()) + 5)) == 200
+    assert len(events(state)) == 1 and rejected(state) == []
+    # EVENTTRACK_CLOCK_SKEW (300 s by default) is the limit, as for event times.
+    assert post_signed(client, BODY, signed_at(BODY, "current-key", int(time.time()) + 400)) == 200
+    (rejection,) = rejected(state)
+    assert "ahead of the server's clock" in rejection["message"]
+
+
+def test_signing_keys_from_the_environment_are_one_key(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FLASK_EVENTTRACK_CORTEX_SIGNING_KEYS=<key>`` is a string, not a list of one-character keys."""
+    from example_app import create_app
+    from flask_eventtrack import get_state
+
+    config["EVENTTRACK_CORTEX_SIGNATURE"] = "required"
+    monkeypatch.setenv("FLASK_EVENTTRACK_CORTEX_SIGNING_KEYS", "current-key")
+    app = create_app(config)
+    client = app.test_client()
+    try:
+        assert post_signed(client, BODY, sign_body(BODY, "c")) == 200  # one letter of the key
+        assert events(get_state(app)) == []
+        assert post_signed(client, BODY, sign_body(BODY, "current-key")) == 200
+        assert len(events(get_state(app))) == 1
+    finally:
+        get_state(app).store.close()
+
+
+@pytest.mark.parametrize("keys", [[""], ["good-key", ""], [None], ""])
+def test_an_empty_signing_key_is_a_configuration_error(config: dict[str, Any], keys: Any) -> None:
+    from example_app import create_app
+    from flask_eventtrack import ConfigurationError
+
+    config.update(EVENTTRACK_CORTEX_SIGNATURE="required", EVENTTRACK_CORTEX_SIGNING_KEYS=keys)
+    with pytest.raises(ConfigurationError, match="EVENTTRACK_CORTEX_SIGNING_KEYS"):
+        create_app(config)
+
+
 def test_object_id_field_is_configurable(config: dict[str, Any]) -> None:
     from example_app import create_app
     from flask_eventtrack import get_state

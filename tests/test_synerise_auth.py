@@ -347,3 +347,40 @@ def test_no_token_is_issued_for_an_empty_tenant(state: EventTrackState, tenant: 
 def test_the_token_command_refuses_an_empty_tenant(app: Flask) -> None:
     result = app.test_cli_runner().invoke(cli, ["token", "--tenant", " "])
     assert result.exit_code == 2 and "needs a tenant" in result.output
+
+
+def test_a_fallback_secret_from_the_environment_is_one_key(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FLASK_SECRET_KEY_FALLBACKS=<old key>`` arrives as a string: were each character a
+    key, anyone could mint a token of any tenant with a one-letter key."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    from flask_eventtrack.tokens import TOKEN_SALT
+
+    old = "the-previous-secret-key"
+    monkeypatch.setenv("FLASK_SECRET_KEY_FALLBACKS", old)
+    app = create_app(config)
+    client = app.test_client()
+    try:
+        assert app.config["SECRET_KEY_FALLBACKS"] == old
+        for letter in sorted(set(old)):
+            forged = URLSafeTimedSerializer(letter.encode(), salt=TOKEN_SALT).dumps(
+                {"tenant": "x", "key": None}
+            )
+            answer = client.get("/v4/event-definitions", headers={"Authorization": f"Bearer {forged}"})
+            assert answer.status_code == 401, letter
+        signed_before = URLSafeTimedSerializer(old.encode(), salt=TOKEN_SALT).dumps(
+            {"tenant": "x", "key": None}
+        )
+        answer = client.get("/v4/event-definitions", headers={"Authorization": f"Bearer {signed_before}"})
+        assert answer.status_code == 200  # a token signed with the old secret still works
+    finally:
+        get_state(app).store.close()
+
+
+@pytest.mark.parametrize("fallbacks", [[""], ["old-secret", b""], [None]])
+def test_an_empty_fallback_secret_is_a_configuration_error(config: dict[str, Any], fallbacks: Any) -> None:
+    config["SECRET_KEY_FALLBACKS"] = fallbacks
+    with pytest.raises(ConfigurationError, match="SECRET_KEY_FALLBACKS"):
+        create_app(config)

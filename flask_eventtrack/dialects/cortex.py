@@ -23,7 +23,7 @@ from ..errors import BadPayload, ConfigurationError, PayloadTooLarge, StoreUnava
 from ..events import Event, Rejection
 from ..extension import EventTrackState
 from ..schemas.cortex import MAX_KEY_LENGTH, MAX_TIMESTAMP, make_cortex_event_schema
-from ..signing import SIGNATURE_HEADER, SignatureFailure, verify_body
+from ..signing import SIGNATURE_HEADER, SignatureFailure, key_list, verify_body
 from ._http import parse_json, read_body, unavailable_response
 from ._methods import answer_wrong_methods
 from ._redact import redacted
@@ -61,13 +61,14 @@ class CortexReader:
                 f"EVENTTRACK_CORTEX_SIGNATURE must be 'off' or 'required', not {mode!r}."
             )
         self.signature_required = mode == "required"
-        self.keys = list(cfg["EVENTTRACK_CORTEX_SIGNING_KEYS"] or [])
+        self.keys = key_list(cfg["EVENTTRACK_CORTEX_SIGNING_KEYS"], "EVENTTRACK_CORTEX_SIGNING_KEYS")
         if self.signature_required and not self.keys:
             raise ConfigurationError(
                 "EVENTTRACK_CORTEX_SIGNATURE is 'required' but EVENTTRACK_CORTEX_SIGNING_KEYS is empty."
             )
         max_age = cfg["EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE"]
         self.max_age = int(max_age) if max_age else None
+        self.clock_skew = int(cfg["EVENTTRACK_CLOCK_SKEW"])
         self.schema: Schema = make_cortex_event_schema(self.id_field, self.max_length)()
         #: keys that are not custom parameters
         self.reserved = frozenset({self.id_field, "type", "timestamp", "item_id"})
@@ -115,7 +116,7 @@ class CortexReader:
             return [], [self.unparsed_rejection(exc.reason, exc.description or "bad body", body)]
         if self.signature_required:
             try:
-                verify_body(body, signature, self.keys, self.max_age)
+                verify_body(body, signature, self.keys, self.max_age, self.clock_skew)
             except SignatureFailure as exc:
                 return [], [self.rejection("signature_failure", str(exc), document)]
         if not isinstance(document, dict) or not isinstance(document.get("data"), list):
