@@ -128,3 +128,21 @@ class TestNulInUserPath:
     def test_clean_identifier_still_reads(self, client: FlaskClient, key: str) -> None:
         create_user(client, key, {"_id": "u-1"})
         assert client.get("/v1/user/u-1", headers={"Authorization": key}).status_code == 200
+
+
+def test_an_email_used_as_a_key_inside_an_attribute_is_not_named_in_the_rejected_log(
+    client: FlaskClient, state: EventTrackState, key: str
+) -> None:
+    create_user(client, key, {"email": "a@example.com"})
+    too_deep = json.loads("[" * 20 + "]" * 20)  # past EVENTTRACK_MAX_JSON_DEPTH
+    body = {
+        "user": {"email": "a@example.com"},
+        "event": {"update": {"email": {"jan.secret@example.com": too_deep}}},
+    }
+    response = client.post(
+        "/v1/event/", data=json.dumps(body), content_type="application/json", headers={"Authorization": key}
+    )
+    assert response.status_code == 400
+    (rejection,) = rejected(state)
+    assert "attributes.email.*" in rejection["message"]
+    assert "jan.secret" not in rejection["message"] and "jan.secret" not in (rejection["payload"] or "")

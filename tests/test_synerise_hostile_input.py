@@ -207,3 +207,14 @@ def test_unknown_keys_under_client_are_not_named_and_are_hashed(
     text = logged_text(state)
     assert EMAIL not in text and "bob@example.com" not in text
     assert "hashed:" + state.pipeline.user_key(EMAIL) in text
+
+
+def test_an_email_used_as_a_key_inside_params_is_not_named_in_the_rejected_log(
+    client: FlaskClient, state: EventTrackState, token: str
+) -> None:
+    body = event(params={"email": {EMAIL: "x" * 2000}})  # over EVENTTRACK_MAX_STRING_LENGTH
+    response = post(client, "/v4/events/custom", body, token)
+    assert response.status_code == 400
+    (rejection,) = rejected(state)
+    assert "params.email.*: longer than" in rejection.message  # the parameter is named
+    assert EMAIL not in logged_text(state)

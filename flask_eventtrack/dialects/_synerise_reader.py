@@ -379,7 +379,7 @@ class SyneriseReader:
 
 
 def _free_form_ok(params: dict[str, Any], max_length: int, max_depth: int) -> bool:
-    """Whether ``check_value`` and ``check_finite`` (``schemas``) pass ``params``:
+    """Whether ``check_value`` (``schemas.core``) passes ``params``:
     strings and keys within ``max_length`` and without NUL, containers nested
     less than ``max_depth`` deep, finite floats, JSON values only."""
     stack: list[tuple[Any, int]] = [(params, 0)]

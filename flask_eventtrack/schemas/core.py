@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
@@ -26,12 +27,16 @@ class ScalarOrString(fields.Field[str]):
         return str(value)
 
 
-def check_value(value: Any, *, max_length: int, max_depth: int, path: str) -> None:
-    """Refuse strings over ``max_length``, NUL characters, and nesting over ``max_depth``.
+def check_value(value: Any, *, max_length: int, max_depth: int, path: str, named_levels: int = 1) -> None:
+    """Refuse strings over ``max_length``, NUL characters, NaN and infinities (which
+    Python's json accepts and JSON does not), and nesting over ``max_depth``.
 
     Walks containers iteratively, so a hostile depth cannot exhaust the stack.
 
-    :raises ValidationError: naming the offending path.
+    :raises ValidationError: naming the offending path. Keys of the first
+        ``named_levels`` levels are parameter names; deeper keys are data (an
+        e-mail may be a key) and the message shows them as ``*``, since it
+        goes to the rejected log, where raw ids must never be written.
     """
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
@@ -41,6 +46,8 @@ def check_value(value: Any, *, max_length: int, max_depth: int, path: str) -> No
                 raise ValidationError(f"{where}: longer than {max_length} characters.")
             if "\x00" in item:
                 raise ValidationError(f"{where}: contains a NUL character.")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError(f"{where}: NaN and Infinity are not numbers in JSON.")
         elif isinstance(item, (dict, list)):
             if depth >= max_depth:
                 raise ValidationError(f"{where}: nested deeper than {max_depth} levels.")
@@ -48,7 +55,7 @@ def check_value(value: Any, *, max_length: int, max_depth: int, path: str) -> No
                 for key, child in item.items():
                     if len(key) > max_length or "\x00" in key:
                         raise ValidationError(f"{where}: a key is too long or has a NUL character.")
-                    stack.append((child, f"{where}.{key}", depth + 1))
+                    stack.append((child, f"{where}.{key if depth < named_levels else '*'}", depth + 1))
             else:
                 stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
 

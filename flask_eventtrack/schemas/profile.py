@@ -8,7 +8,6 @@ fields are ignored (``EXCLUDE``). Attribute-carrying kinds (``update``,
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
@@ -52,25 +51,12 @@ def validate_attributes(value: Any, *, max_length: int, max_depth: int, where: s
             errors.append(f"{path}: attribute names are 1 to {MAX_KEY_LENGTH} characters.")
             continue
         try:
-            check_value(item, max_length=max_length, max_depth=max_depth, path=path)
-            _check_finite(item, path)
+            check_value(item, max_length=max_length, max_depth=max_depth, path=path, named_levels=0)
         except ValidationError as exc:
             errors.extend(exc.messages if isinstance(exc.messages, list) else [str(exc.messages)])
     if errors:
         raise ValidationError(errors)
     return value
-
-
-def _check_finite(value: Any, path: str) -> None:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValidationError(f"{path}: NaN and Infinity are not allowed.")
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def _identifier(max_length: int) -> Any:

@@ -148,29 +148,12 @@ class SyneriseSchemas:
         return self.product if endpoint in PRODUCT_ENDPOINTS else self.dedicated
 
 
-def check_finite(value: Any, path: str) -> None:
-    """Refuse NaN and infinities (Python's json accepts them; JSON and PostgreSQL do not).
-
-    :raises ValidationError: naming the offending path.
-    """
-    stack: list[tuple[Any, str]] = [(value, path)]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValidationError(f"{where}: NaN and Infinity are not numbers in JSON.")
-        if isinstance(item, dict):
-            stack.extend((child, f"{where}.{key}") for key, child in item.items())
-        elif isinstance(item, list):
-            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
-
-
 def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
     """Schemas whose strings and nesting are limited by the app's settings."""
     text = validate.Length(min=1, max=max_length)
 
     def check_free_form(value: Any, field: str) -> None:
         check_value(value, max_length=max_length, max_depth=max_depth, path=field)
-        check_finite(value, field)
 
     class ClientSchema(Schema):
         """``client``: at least one profile identifier."""
