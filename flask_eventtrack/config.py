@@ -77,6 +77,25 @@ def checked_number(key: str, value: Any, bounds: tuple[type[int] | type[float], 
     return number
 
 
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def checked_bool(key: str, value: Any) -> bool:
+    """``value`` of a True/False ``key``. ``FLASK_EVENTTRACK_PROFILE_KEEP_EMAIL=False``
+    is the string ``"False"`` (not JSON), which ``bool()`` would take for True.
+
+    :raises ConfigurationError: for anything that is not clearly true or false.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ConfigurationError(f"{key} must be True or False, not {value!r}.")
+
+
 def all_defaults(dialects: list[str] | None = None) -> dict[str, Any]:
     """Core defaults plus each dialect module's own ``CONFIG`` defaults."""
     return _merged("CONFIG", DEFAULTS, dialects)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app
 
-from .config import DEFAULTS, all_defaults, all_numbers, as_list, checked_number
+from .config import DEFAULTS, all_defaults, all_numbers, as_list, checked_bool, checked_number
 from .dialects import available_dialects
 from .errors import ConfigurationError
 from .events import Event
@@ -92,6 +92,8 @@ class EventTrack:
         defaults = all_defaults(wanted)
         for key, default in defaults.items():
             app.config.setdefault(key, default)
+            if isinstance(default, bool):
+                app.config[key] = checked_bool(key, app.config[key])
         for key, bounds in all_numbers(wanted).items():
             if defaults[key] is None and str(app.config[key]).strip() in ("None", "", "0"):
                 app.config[key] = None  # optional, and unset (or 0, or an empty FLASK_... variable)

@@ -22,6 +22,7 @@ from flask_eventtrack import (
     get_state,
 )
 from flask_eventtrack.events import new_event_id, new_event_ids
+from flask_eventtrack.keys import create_key
 from flask_eventtrack.stores import EventQuery
 
 
@@ -93,6 +94,49 @@ def test_an_optional_number_left_empty_or_0_is_unset(tmp_path: Any, unset: Any) 
     app = make_app(tmp_path, EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE=unset)
     EventTrack(app)
     assert app.config["EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [("False", False), ("false", False), ("0", False), ("no", False), ("True", True), ("on", True)],
+)
+def test_true_false_settings_from_the_environment_mean_what_they_say(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, text: str, meant: bool
+) -> None:
+    """``FLASK_EVENTTRACK_PROFILE_KEEP_EMAIL=False`` is the string "False" (not JSON): taken
+    for True, raw e-mails would be written to disk."""
+    from example_app import create_app
+
+    monkeypatch.setenv("FLASK_EVENTTRACK_PROFILE_KEEP_EMAIL", text)
+    app = create_app({"SECRET_KEY": "s", "EVENTTRACK_STORE_URL": f"sqlite:///{tmp_path}/e.db"})
+    try:
+        assert app.config["EVENTTRACK_PROFILE_KEEP_EMAIL"] is meant
+        key = create_key(get_state(app).store, "acme").secret
+        response = app.test_client().post(
+            "/v1/user", json={"user": {"email": "jan@example.com"}}, headers={"Authorization": key}
+        )
+        assert response.status_code == 200
+        (row,) = get_state(app).store.conn.execute("SELECT email FROM profiles").fetchall()
+        assert (row[0] == "jan@example.com") is meant
+    finally:
+        get_state(app).store.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("EVENTTRACK_PROFILE_KEEP_EMAIL", "maybe"),
+        ("EVENTTRACK_HASH_USER_IDS", "nope"),
+        ("EVENTTRACK_PROFILE_BOT_FILTER", 2),
+        ("EVENTTRACK_IBEXA_STRING_ITEM_IDS", None),
+    ],
+)
+def test_a_setting_that_is_not_clearly_true_or_false_fails_in_init_app(
+    tmp_path: Any, key: str, value: Any
+) -> None:
+    app = make_app(tmp_path, **{key: value})
+    with pytest.raises(ConfigurationError, match=f"{key} must be True or False"):
+        EventTrack(app)
 
 
 def test_number_settings_given_as_text_are_converted_once(tmp_path: Any) -> None:
