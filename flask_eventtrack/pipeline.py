@@ -113,8 +113,8 @@ class Pipeline:
         for event, event_id in zip(events, new_event_ids(len(events)), strict=True):
             self.enrich(event, received, event_id)
         sender = self.app
-        if signals.event_received.receivers:
-            signals.event_received.send(sender, events=list(events))
+        if signals.event_received.receivers:  # a failing receiver is logged, as after the commit
+            self._after_commit(signals.event_received.send, sender, events=list(events))
         kept = self._apply_hooks(events, rejected) if self._has_hooks else list(events)
         result = self.store.write(kept, rejected)
         # Committed: from here on nothing may turn the answer into an error, or
@@ -156,21 +156,75 @@ class Pipeline:
                         raise Reject("dropped", "dropped by a before_store hook of the host app")
                     current = changed
             except Reject as exc:
-                rejected.append(
-                    Rejection(
-                        reason=exc.reason,
-                        message=exc.message,
-                        source=event.source,
-                        tenant=event.tenant,
-                        type=event.type,
-                        payload=_payload(event),
-                        received_at=event.received_at,
-                    )
-                )
+                rejected.append(_rejection(event, exc.reason, exc.message))
+                continue
+            except Exception as exc:  # a host bug met odd input: that event alone is refused
+                log.exception("flask-eventtrack: a host hook failed; the event goes to the rejected log")
+                # The type only: an exception's text may quote a raw user id.
+                rejected.append(_rejection(event, "hook_error", f"a host hook raised {type(exc).__name__}"))
+                continue
+            problem = _unstorable_shape(current)
+            if problem:
+                message = f"a host hook left the event unstorable: {problem}"
+                rejected.append(_rejection(event, "schema_violation", message))
                 continue
             kept.append(current)
         return kept
 
 
-def _payload(event: Event) -> str:
-    return json.dumps(event.to_dict(), default=str, ensure_ascii=False)
+_TEXT_FIELDS = ("tenant", "source", "type")
+_OPTIONAL_TEXT_FIELDS = (
+    "user",
+    "user_kind",
+    "item_type",
+    "item_id",
+    "original_time",
+    "dedup_key",
+    "links_to",
+    "status",
+)
+
+
+def _unstorable_shape(event: Event) -> str | None:
+    """What a hook broke in ``event`` that no store column can hold, or None.
+
+    Dialects and ``emit`` build well-formed events; only hooks can change that,
+    so only events that went through hooks are checked.
+    """
+    for name in _TEXT_FIELDS:
+        value = getattr(event, name)
+        if type(value) is not str or not value:
+            return f"{name} must be non-empty text, not {type(value).__name__}"
+    for name in _OPTIONAL_TEXT_FIELDS:
+        value = getattr(event, name)
+        if value is not None and type(value) is not str:
+            return f"{name} must be text or None, not {type(value).__name__}"
+    if not isinstance(event.occurred_at, datetime):
+        return f"occurred_at must be a datetime, not {type(event.occurred_at).__name__}"
+    if type(event.props) is not dict or not all(type(key) is str for key in event.props):
+        return "props must be a dict with text keys"
+    return None
+
+
+def _rejection(event: Event, reason: str, message: str) -> Rejection:
+    # A hook may have broken any field of the event: the rejected log takes text.
+    return Rejection(
+        reason=reason,
+        message=message,
+        source=_text(event.source) or "unknown",
+        tenant=_text(event.tenant) or "default",
+        type=_text(event.type),
+        payload=_payload(event),
+        received_at=event.received_at if isinstance(event.received_at, datetime) else None,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
+
+
+def _payload(event: Event) -> str | None:
+    try:
+        return json.dumps(event.to_dict(), default=str, ensure_ascii=False)
+    except Exception:  # a hook put something in a time field that is no time
+        return None

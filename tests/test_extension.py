@@ -370,6 +370,90 @@ def test_a_hook_that_makes_an_event_unstorable_rejects_that_event_only(tmp_path:
     assert rejected.reason == "schema_violation" and "not JSON compliant" in rejected.message
 
 
+def _rename_type(event: Event) -> None:
+    event.type = {"bad": None}.get(event.type, event.type)  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (_rename_type, "type must be non-empty text, not NoneType"),
+        (lambda e: setattr(e, "item_id", Decimal(7)), "item_id must be text or None, not Decimal"),
+        (lambda e: setattr(e, "occurred_at", "yesterday"), "occurred_at must be a datetime"),
+        (lambda e: e.props.update({1: "a"}), "props must be a dict with text keys"),
+        (lambda e: setattr(e, "props", None), "props must be a dict with text keys"),
+    ],
+)
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_hook_that_breaks_a_field_rejects_that_event_only(
+    config: dict[str, Any], request: pytest.FixtureRequest, store: str, change: Any, words: str
+) -> None:
+    """Not a 503 the client would retry forever (SQLite's NOT NULL), not a 500."""
+    from _pg import on_store
+
+    track = EventTrack()
+
+    @track.enrich
+    def hook(event: Event) -> None:
+        if event.type == "bad":
+            change(event)
+
+    app = Flask("hooked")
+    app.config.update(on_store(store, config, request))
+    track.init_app(app)
+    body = {"data": [{"user_id": "u", "type": "good"}, {"user_id": "u", "type": "bad"}]}
+    try:
+        assert app.test_client().post("/cortex", json=body).status_code == 200
+        with app.app_context():
+            assert [e.type for e in track.store.iter_events(EventQuery())] == ["good"]
+            (rejected,) = track.store.iter_rejected(EventQuery())
+        assert rejected.reason == "schema_violation" and words in rejected.message
+    finally:
+        get_state(app).store.close()
+
+
+@pytest.mark.parametrize("kind", ["enrich", "rule", "before_store"])
+def test_a_hook_that_raises_rejects_that_event_only(
+    tmp_path: Any, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    track = EventTrack()
+
+    def hook(event: Event) -> Event:
+        if event.type == "bad":
+            event.props["cents"] = int(float(event.props["price"]) * 100)  # a host bug meets odd input
+        return event
+
+    getattr(track, kind)(hook)
+    app = make_app(tmp_path)
+    track.init_app(app)
+    body = {
+        "data": [{"user_id": "u", "type": "good"}, {"user_id": "secret-id", "type": "bad", "price": "n/a"}]
+    }
+    assert app.test_client().post("/cortex", json=body).status_code == 200
+    with app.app_context():
+        assert [e.type for e in track.store.iter_events(EventQuery())] == ["good"]
+        (rejected,) = track.store.iter_rejected(EventQuery())
+    assert rejected.reason == "hook_error" and rejected.message == "a host hook raised ValueError"
+    assert "a host hook failed" in caplog.text  # logged with its traceback, for the host to fix
+
+
+def test_an_event_received_receiver_that_raises_is_logged_not_a_500(tmp_path: Any) -> None:
+    from flask_eventtrack.signals import event_received
+
+    track = EventTrack()
+    app = make_app(tmp_path)
+    track.init_app(app)
+
+    def receiver(sender: Any, events: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    with event_received.connected_to(receiver):
+        response = app.test_client().post("/cortex", json={"data": [{"user_id": "u", "type": "t"}]})
+    assert response.status_code == 200
+    with app.app_context():
+        assert len(list(track.store.iter_events(EventQuery()))) == 1
+
+
 def test_future_time_within_clock_skew_is_kept(tmp_path: Any) -> None:
     track = EventTrack()
     app = make_app(tmp_path, EVENTTRACK_CLOCK_SKEW=600)
