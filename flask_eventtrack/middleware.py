@@ -46,6 +46,8 @@ class EventTrackMiddleware:
             raise ValueError(f"prefix must start with '/' and not end with it, not {prefix!r}.")
         self.app = app
         self.prefix = prefix
+        # PEP 3333: PATH_INFO is the URL's bytes decoded as latin-1, so compare in that form.
+        self._environ_prefix = prefix.encode("utf-8").decode("latin-1")
         self.flask_app = Flask("flask_eventtrack.middleware")
         self.flask_app.config.update(config or {})
         self.eventtrack = eventtrack or EventTrack()
@@ -53,9 +55,11 @@ class EventTrackMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path == self.prefix or path.startswith(self.prefix + "/"):
+        prefix = self._environ_prefix
+        # Only prefix/... is ours: the tracking app has nothing at its root, the bare prefix is the host's.
+        if path.startswith(prefix + "/"):
             environ = dict(environ)
-            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
-            environ["PATH_INFO"] = path[len(self.prefix) :]
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+            environ["PATH_INFO"] = path[len(prefix) :]
             return self.flask_app(environ, start_response)
         return self.app(environ, start_response)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from flask import request
 from werkzeug.test import Client
 
 from flask_eventtrack import EventTrackMiddleware, get_state
@@ -39,6 +40,23 @@ def test_other_paths_reach_the_host_app(wrapped: EventTrackMiddleware) -> None:
     client = Client(wrapped)
     assert client.get("/shop/cart").get_data(as_text=True) == "host app: /shop/cart"
     assert client.get("/eventsfoo").get_data(as_text=True) == "host app: /eventsfoo"
+    assert client.get("/events").get_data(as_text=True) == "host app: /events"  # only /events/... is ours
+
+
+def test_a_non_ascii_prefix_is_mounted(tmp_path: Any) -> None:
+    # PATH_INFO and SCRIPT_NAME carry the URL's UTF-8 bytes as latin-1 text (PEP 3333).
+    wrapped = EventTrackMiddleware(
+        plain_app,
+        prefix="/événements",
+        config={"SECRET_KEY": "s", "EVENTTRACK_STORE_URL": f"sqlite:///{tmp_path}/mw.db"},
+    )
+    roots: list[str] = []
+    wrapped.flask_app.before_request(lambda: roots.append(request.root_path))
+    payload = {"data": [{"user_id": "u", "type": "t"}]}
+    response = Client(wrapped).post("/%C3%A9v%C3%A9nements/cortex", json=payload)
+    assert response.get_json() == {"status": "received"}
+    assert roots == ["/événements"]
+    assert get_state(wrapped.flask_app).store.count_events(EventQuery()) == 1
 
 
 def test_unknown_tracking_path_is_a_404_of_the_tracking_app(wrapped: EventTrackMiddleware) -> None:
