@@ -360,3 +360,38 @@ def test_head_is_answered_like_get_but_records_nothing(client: FlaskClient, stat
     assert list(state.store.iter_rejected(EventQuery())) == []
     assert client.get("/api/00000/click/Js79009234YU7/1/123").status_code == 204
     assert state.store.count_events(EventQuery()) == 1
+
+
+@pytest.mark.parametrize(
+    ("ibexa_config", "answer"),
+    [
+        ({}, 404),  # open: any alphanumeric id, except a tenant that authenticates its clients
+        ({"EVENTTRACK_IBEXA_CUSTOMERS": ["acme"]}, 204),  # listed: the tenant takes Ibexa events
+        ({"EVENTTRACK_IBEXA_CREDENTIALS": {"acme": "ibexa-secret"}}, 401),  # and with credentials, only those
+    ],
+)
+def test_anonymous_ibexa_requests_cannot_write_into_a_tenant_with_keys(
+    tmp_path: Path, ibexa_config: dict[str, Any], answer: int
+) -> None:
+    """Else they would add events to its profiles (the profile API reads every source)
+    and stitch its users' identities with forged logins."""
+    from flask_eventtrack import EventTrack
+    from flask_eventtrack.keys import create_key
+
+    app = Flask("plain")
+    app.config.update(SECRET_KEY="s", EVENTTRACK_STORE_URL=f"sqlite:///{tmp_path}/e.db", **ibexa_config)
+    EventTrack(app)  # the library's defaults: no EVENTTRACK_IBEXA_CUSTOMERS
+    state = get_state(app)
+    client = app.test_client()
+    try:
+        create_key(state.store, "acme", "api")
+        assert client.get("/api/acme/click/attacker/1/13").status_code == answer
+        assert client.get("/api/acme/login/attacker/victim@example.com").status_code == answer
+        assert len(events(state, tenant="acme")) == (2 if answer == 204 else 0)
+        if "EVENTTRACK_IBEXA_CUSTOMERS" not in ibexa_config:  # open: a tenant without keys takes events
+            assert client.get("/api/other/click/someone/1/13").status_code == 204
+        if answer == 401:
+            auth = {"Authorization": "Bearer ibexa-secret"}
+            assert client.get("/api/acme/click/attacker/1/13", headers=auth).status_code == 204
+    finally:
+        state.store.close()

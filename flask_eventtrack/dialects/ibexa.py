@@ -153,6 +153,22 @@ class IbexaReader:
         self.settings = IbexaSettings.from_config(state.config)
         self.pipeline = state.pipeline
         self.state = state
+        self.key_tenants: set[str] = set()
+
+    def owns_keys(self, tenant: str) -> bool:
+        """Whether ``tenant`` has API or tracker keys (revoked ones count).
+
+        With no ``EVENTTRACK_IBEXA_CUSTOMERS`` any alphanumeric id is a customer,
+        but not a tenant that authenticates its clients: anonymous Ibexa requests
+        would write into its events and stitch its identities. Only a yes is
+        remembered, so a key created later protects its tenant at once.
+        """
+        if tenant in self.key_tenants:
+            return True
+        if self.state.store.list_keys(tenant):
+            self.key_tenants.add(tenant)
+            return True
+        return False
 
     # -- the request ---------------------------------------------------------
     def read(self, customerid: str, code: str, rest: str) -> list[Event]:
@@ -171,6 +187,8 @@ class IbexaReader:
                 raise NotFoundError(f"The customer id {customerid[:40]!r} was not found.")
             raise BadPayload(f"The customer id must be alphanumeric, not {customerid[:40]!r}.")
         if s.customers and customerid not in s.customers:
+            raise NotFoundError(f"The customer id {customerid!r} was not found.")
+        if not s.customers and customerid not in s.credentials and self.owns_keys(customerid):
             raise NotFoundError(f"The customer id {customerid!r} was not found.")
         if code not in PATH_SHAPES:
             raise NotFoundError(
