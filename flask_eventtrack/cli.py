@@ -42,6 +42,22 @@ class IsoTime(click.ParamType):  # type: ignore[type-arg]
             self.fail(f"{value!r} is out of range once converted to UTC", param, ctx)
 
 
+class Text(click.types.StringParamType):
+    """Free text the store can hold: argv bytes that are not UTF-8 reach Python as lone
+    surrogates (PEP 383), which no database driver can encode."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text: str = super().convert(value, param, ctx)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail("is not valid UTF-8 text", param, ctx)
+        return text
+
+
+TEXT = Text()
+
+
 def tenant_option(help: str) -> Callable[[F], F]:
     """A required ``--tenant``: an empty one would issue what no request can use."""
 
@@ -225,3 +241,17 @@ def keys_revoke(key_id: str) -> None:
 for _name in available_dialects():
     for _command in getattr(dialect_module(_name), "commands", ()):
         cli.add_command(_command)
+
+
+def _text_params(command: click.Command) -> None:
+    """Make every plain-text parameter, dialects' included, :class:`Text`. Done here: a
+    dialect cannot import this module, as the app imports dialects first, so the loop
+    above would find that dialect half-imported and drop its ``commands``."""
+    for param in command.params:
+        if param.type is click.STRING:
+            param.type = TEXT
+    for sub in getattr(command, "commands", {}).values():
+        _text_params(sub)
+
+
+_text_params(cli)
