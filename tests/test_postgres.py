@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import _pg_driver  # noqa: F401  (skips this module without psycopg)
 import psycopg
@@ -32,6 +33,7 @@ from flask_eventtrack.stores.postgres_sql import lock_key
 pytestmark = pytest.mark.postgres
 BATCH = {"data": [{"user_id": "u1", "type": "click"}, {"user_id": "u2", "type": "view", "n": 1}]}
 T0 = parse_time("2026-01-05T10:00:00.000Z")
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -395,3 +397,122 @@ def test_postgres_scheme_aliases(pg_database: str, schema: str) -> None:
             store.check()
         finally:
             store.close()
+
+
+# -- a server that accepts connections but never answers ---------------------------
+class SilentServer:
+    """A "PostgreSQL" on 127.0.0.1 that accepts TCP connections and never answers
+    (a hung or overloaded server). With ``hang_up_after`` it closes each connection
+    after that many seconds instead of keeping it forever."""
+
+    def __init__(self, hang_up_after: float | None = None) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.hang_up_after = hang_up_after
+        if hang_up_after is not None:  # else nobody accepts: the kernel completes handshakes
+            threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/x?sslmode=disable&gssencmode=disable"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Timer(self.hang_up_after or 0, conn.close).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _at_once(n: int, request: Callable[[], T]) -> list[tuple[T | BaseException, float]]:
+    """``request()`` in ``n`` threads at once: what each returned (or raised), and when."""
+    results: list[tuple[T | BaseException, float]] = []
+    start = time.monotonic()
+
+    def one() -> None:
+        try:
+            out: T | BaseException = request()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            out = exc
+        results.append((out, time.monotonic() - start))
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == n
+    return results
+
+
+def test_concurrent_requests_to_a_hung_server_each_get_a_503_within_the_connect_timeout(
+    config: dict[str, Any],
+) -> None:
+    """Before this process's pool exists, one request tries to connect; the others
+    wait for it at most the connect timeout (not their turn to try, N x the timeout)."""
+    server = SilentServer()
+    config.update(EVENTTRACK_STORE_URL=server.url(), EVENTTRACK_POSTGRES_CONNECT_TIMEOUT=1)
+    app = create_app(config)
+    client = app.test_client()
+    try:
+        results = _at_once(6, lambda: client.post("/cortex", json=BATCH))
+    finally:
+        get_state(app).store.close()
+        server.close()
+    for response, _ in results:
+        assert not isinstance(response, BaseException), response
+        assert response.status_code == 503 and response.headers["Retry-After"] == "7"
+    # libpq waits at least 2 s for a connection; the waiters give up after 1 s
+    slowest = max(elapsed for _, elapsed in results)
+    assert slowest < 3.5, f"the slowest 503 came after {slowest:.1f} s"
+    assert sorted(elapsed for _, elapsed in results)[-2] < 1.8
+
+
+def test_requests_waiting_for_a_failed_connection_attempt_share_its_failure() -> None:
+    """The attempt they waited for failed: they answer 503 at once, without trying again."""
+    server = SilentServer(hang_up_after=0.5)
+    store = store_from_url(server.url(), schema=new_schema(), connect_timeout=2, retry_after=9)
+    event = Event("t1", "test", "click", occurred_at=T0, received_at=T0, id="e-1")
+    try:
+        results = _at_once(6, lambda: store.write([event]))
+    finally:
+        store.close()
+        server.close()
+    for error, _ in results:
+        assert isinstance(error, StoreUnavailable) and error.retry_after == 9
+    slowest = max(elapsed for _, elapsed in results)
+    assert slowest < 1.5, f"the slowest 503 came after {slowest:.1f} s"
+    assert server.accepted == 1
+
+
+def test_a_child_forked_while_a_thread_opens_the_pool_does_not_wait_for_it() -> None:
+    """The parent's thread holds the pool-creation lock at fork time; in the child
+    that thread does not exist, so the child starts with a lock of its own."""
+    server = SilentServer()
+    store = store_from_url(server.url(), schema=new_schema(), connect_timeout=2)
+    assert isinstance(store, PostgresStore)
+    opening = threading.Thread(target=lambda: pytest.raises(StoreUnavailable, store._db.pool))
+    opening.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not store._db._lock.locked():
+            assert time.monotonic() < deadline, "the thread never started opening the pool"
+            time.sleep(0.01)
+        pid = os.fork()
+        if pid == 0:  # the child: its lock is free, and there is no pool yet
+            code = 1
+            try:
+                code = 0 if store._db._lock.acquire(timeout=0) and store._db._pool is None else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        opening.join(timeout=10)
+        store.close()
+        server.close()

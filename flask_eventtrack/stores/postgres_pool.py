@@ -4,7 +4,9 @@ survive pooled connections which died while idle.
 The pool is opened on first use in each process, never at import or in
 ``init_app``: a gunicorn master that preloads the app forks workers that each open
 their own, and a child never touches its parent's sockets. Every failure to reach
-the server becomes :class:`StoreUnavailable` (a 503 with ``Retry-After``).
+the server becomes :class:`StoreUnavailable` (a 503 with ``Retry-After``), within
+the connect timeout: requests that arrive while another thread is opening the pool
+wait for it at most that long, and share its failure instead of each trying again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -55,8 +58,16 @@ class Connections:
         self.connect_timeout = connect_timeout
         self.retry_after = retry_after
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._forget_pool()
+        _every.add(self)
+
+    def _forget_pool(self) -> None:
+        """No pool yet (also in a forked child: the parent's pool and its sockets
+        are not ours, and a lock held by a parent's thread would never be released)."""
+        self._pool = None
+        self._lock = threading.Lock()  # held while this process opens its pool
+        self._failed_attempts = 0  # how many attempts to open it failed ...
+        self._last_failure = ""  # ... and why the last one did
 
     def _connect_kwargs(self) -> dict[str, Any]:
         # libpq's connect_timeout is whole seconds, at least 2.
@@ -71,35 +82,53 @@ class Connections:
         conn.commit()
 
     def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
-        """This process's pool, opened (and the schema migrated) on first use."""
-        pid = os.getpid()
-        if self._pid != pid:
-            # A forked child never touches the parent's pool: its sockets are
-            # the parent's (psycopg does not close them from another pid).
-            self._pool, self._pid, self._lock = None, pid, threading.Lock()
+        """This process's pool, opened (and the schema migrated) on first use.
+
+        One thread at a time tries to open it. The others wait for that attempt
+        at most the connect timeout and, if it failed, answer
+        :class:`StoreUnavailable` at once: with a server that accepts connections
+        but never answers, each attempt lasts the whole connect timeout, and N
+        threads taking turns would wait N times that.
+        """
         pool = self._pool
-        if pool is None:
-            with self._lock:
-                pool = self._pool
-                if pool is None:
-                    try:
-                        with psycopg.connect(self.conninfo, **self._connect_kwargs()) as conn:
-                            migrate(conn, self.schema)
-                    except UNAVAILABLE as exc:
-                        raise self.unavailable(exc) from exc
-                    pool = ConnectionPool(
-                        self.conninfo,
-                        kwargs=self._connect_kwargs(),
-                        min_size=self.min_size,
-                        max_size=self.max_size,
-                        open=False,
-                        configure=self._configure,
-                        timeout=self.connect_timeout,
-                        name="flask-eventtrack",
-                    )
-                    pool.open(wait=False)
-                    self._pool = pool
-        return pool
+        if pool is not None:
+            return pool
+        lock, failed_attempts = self._lock, self._failed_attempts
+        if not lock.acquire(timeout=self.connect_timeout):
+            raise self.unavailable(
+                psycopg.OperationalError(
+                    f"no connection within {self.connect_timeout:g} s"
+                    " (another request's connection attempt is still running)"
+                )
+            )
+        try:
+            pool = self._pool
+            if pool is not None:
+                return pool
+            if self._failed_attempts != failed_attempts:  # the attempt we waited for failed
+                raise self.unavailable(psycopg.OperationalError(self._last_failure))
+            try:
+                with psycopg.connect(self.conninfo, **self._connect_kwargs()) as conn:
+                    migrate(conn, self.schema)
+            except UNAVAILABLE as exc:
+                self._failed_attempts += 1
+                self._last_failure = str(exc)
+                raise self.unavailable(exc) from exc
+            pool = ConnectionPool(
+                self.conninfo,
+                kwargs=self._connect_kwargs(),
+                min_size=self.min_size,
+                max_size=self.max_size,
+                open=False,
+                configure=self._configure,
+                timeout=self.connect_timeout,
+                name="flask-eventtrack",
+            )
+            pool.open(wait=False)
+            self._pool = pool
+            return pool
+        finally:
+            lock.release()
 
     def unavailable(self, exc: Exception) -> StoreUnavailable:
         log.error("PostgreSQL store could not commit or read: %s", exc)
@@ -200,6 +229,20 @@ class Connections:
     def close(self) -> None:
         """Close this process's pool (a parent's inherited pool is left alone)."""
         pool = self._pool
-        if pool is not None and self._pid == os.getpid():
+        if pool is not None:
             pool.close()
         self._pool = None
+
+
+#: Every :class:`Connections` of this process, to forget their pools in a forked child.
+_every: weakref.WeakSet[Connections] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Runs in the child before any other thread exists, so no request can see a
+    # half-reset state or keep using the parent's pool.
+    for connections in list(_every):
+        connections._forget_pool()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
