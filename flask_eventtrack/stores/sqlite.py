@@ -4,7 +4,8 @@ Schema is created and versioned with sqlite-utils migrations (``sqlite_schema``)
 each process keeps one connection (opened lazily, reopened after a fork), and
 every write is one ``BEGIN IMMEDIATE`` transaction: writers queue on SQLite's
 lock for up to the busy timeout, and a write that still cannot get it raises
-:class:`StoreUnavailable` (a 503), never a silent loss.
+:class:`StoreUnavailable` (a 503), never a silent loss. Reads that fail (a file
+that cannot be opened, a disk I/O error) are 503s as well.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
@@ -110,24 +112,31 @@ class SQLiteStore(Store):
         self._migrate()
 
     # -- connections -----------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, create: bool = False) -> sqlite3.Connection:
+        """Only the migration creates the file: a missing one is an error, not a new empty database."""
+        mode = "rwc" if create else "rw"
         conn = sqlite3.connect(
-            self.path,
+            f"file:{quote(os.path.abspath(self.path))}?mode={mode}",
+            uri=True,
             timeout=self.busy_timeout / 1000,
             isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
             check_same_thread=False,
             cached_statements=256,
         )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout}")
-        # Checkpoint every N pages instead of SQLite's 1000: hot pages (the
-        # tail of the table and indexes) are copied back once instead of many
-        # times, which cuts the cost of a small commit by a third. The WAL is
-        # truncated back to 64 MiB after each checkpoint.
-        conn.execute(f"PRAGMA wal_autocheckpoint={self.wal_autocheckpoint}")
-        conn.execute("PRAGMA journal_size_limit=67108864")
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={self.busy_timeout}")
+            # Checkpoint every N pages instead of SQLite's 1000: hot pages (the
+            # tail of the table and indexes) are copied back once instead of many
+            # times, which cuts the cost of a small commit by a third. The WAL is
+            # truncated back to 64 MiB after each checkpoint.
+            conn.execute(f"PRAGMA wal_autocheckpoint={self.wal_autocheckpoint}")
+            conn.execute("PRAGMA journal_size_limit=67108864")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @property
@@ -135,17 +144,42 @@ class SQLiteStore(Store):
         """This thread's connection; a forked child opens its own."""
         local = self._local
         if getattr(local, "pid", None) != _pid:
-            local.conn = self._connect()
-            local.pid = _pid
+            with self._guard():
+                # Before connecting: a file swapped in between fails the write check, never passes it.
+                st = os.stat(self.path)
+                local.conn = self._connect()
+            local.file_id, local.pid = (st.st_dev, st.st_ino), _pid
         conn: sqlite3.Connection = local.conn
         return conn
+
+    def _check_file(self) -> None:
+        """Before a commit: a connection whose file was removed or replaced would write
+        into an unlinked inode, a 2xx for an event that is in no file."""
+        local = self._local
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == local.file_id:
+                return
+        except OSError:
+            pass
+        local.conn.close()  # also rolls back the caller's BEGIN
+        local.pid = None  # the next use opens the file at self.path again, or gets a 503
+        raise sqlite3.OperationalError(f"{self.path} was removed or replaced while open")
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Reads and connecting fail like writes: a 503 with Retry-After, not a 500."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise self._unavailable(exc) from exc
 
     def _migrate(self) -> None:
         # Several workers may start at once: the loser of a race sees an
         # IntegrityError or a lock, and retries to find nothing pending.
         for attempt in range(20):
             try:
-                conn = self._connect()
+                conn = self._connect(create=True)
                 try:
                     migrate(conn)
                 finally:
@@ -156,8 +190,8 @@ class SQLiteStore(Store):
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
-    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
-        log.error("SQLite store %s could not commit: %s", self.path, exc)
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        log.error("SQLite store %s is unavailable: %s", self.path, exc)
         message = "The event store is busy or unavailable; nothing was stored. Retry later."
         return StoreUnavailable(message, retry_after=self.retry_after)
 
@@ -266,13 +300,14 @@ class SQLiteStore(Store):
             args += [-1 if query.limit is None else query.limit, query.offset]
         # A separate connection: a long export must not hold this thread's
         # connection (and its read snapshot) away from writes.
-        conn = self._connect()
-        try:
-            cursor = conn.execute(sql, args)
-            while rows := cursor.fetchmany(500):
-                yield from rows
-        finally:
-            conn.close()
+        with self._guard():
+            conn = self._connect()
+            try:
+                cursor = conn.execute(sql, args)
+                while rows := cursor.fetchmany(500):
+                    yield from rows
+            finally:
+                conn.close()
 
     def iter_events(self, query: EventQuery) -> Iterator[Event]:
         direction = "DESC" if query.newest_first else "ASC"
@@ -281,7 +316,8 @@ class SQLiteStore(Store):
 
     def count_events(self, query: EventQuery) -> int:
         where, args = self._where(query)
-        (count,) = self.conn.execute(f"SELECT count(*) FROM events{where}", args).fetchone()
+        with self._guard():
+            (count,) = self.conn.execute(f"SELECT count(*) FROM events{where}", args).fetchone()
         return int(count)
 
     def iter_rejected(self, query: EventQuery) -> Iterator[Rejection]:
@@ -289,28 +325,30 @@ class SQLiteStore(Store):
             yield Rejection.from_row(row, time=parse_time)
 
     def linked_users(self, user: str, tenant: str | None = None) -> list[str]:
-        rows = self.conn.execute(
-            "WITH RECURSIVE linked(u) AS (SELECT ? UNION"
-            " SELECT l.user FROM identity_links l JOIN linked ON l.target = linked.u"
-            " WHERE ? IS NULL OR l.tenant = ?)"
-            " SELECT u FROM linked",
-            (user, tenant, tenant),
-        ).fetchall()
+        with self._guard():
+            rows = self.conn.execute(
+                "WITH RECURSIVE linked(u) AS (SELECT ? UNION"
+                " SELECT l.user FROM identity_links l JOIN linked ON l.target = linked.u"
+                " WHERE ? IS NULL OR l.tenant = ?)"
+                " SELECT u FROM linked",
+                (user, tenant, tenant),
+            ).fetchall()
         return [row[0] for row in rows]
 
     def stats(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            """
-            SELECT tenant, source, type, sum(accepted) AS accepted, sum(rejected) AS rejected
-            FROM (
-              SELECT tenant, source, type, count(*) AS accepted, 0 AS rejected
-              FROM events GROUP BY tenant, source, type
-              UNION ALL
-              SELECT tenant, source, coalesce(type, ''), 0, count(*)
-              FROM rejected GROUP BY tenant, source, type
-            ) GROUP BY tenant, source, type ORDER BY tenant, source, type
-            """
-        ).fetchall()
+        with self._guard():
+            rows = self.conn.execute(
+                """
+                SELECT tenant, source, type, sum(accepted) AS accepted, sum(rejected) AS rejected
+                FROM (
+                  SELECT tenant, source, type, count(*) AS accepted, 0 AS rejected
+                  FROM events GROUP BY tenant, source, type
+                  UNION ALL
+                  SELECT tenant, source, coalesce(type, ''), 0, count(*)
+                  FROM rejected GROUP BY tenant, source, type
+                ) GROUP BY tenant, source, type ORDER BY tenant, source, type
+                """
+            ).fetchall()
         return [dict(row) for row in rows]
 
     def definitions(self, tenant: str | None = None) -> list[dict[str, Any]]:
@@ -327,7 +365,8 @@ class SQLiteStore(Store):
         if tenant is not None:
             sql += " WHERE d.tenant = ?"
             args += [tenant, tenant]
-        rows = self.conn.execute(sql + " ORDER BY d.tenant, d.source, d.name", args).fetchall()
+        with self._guard():
+            rows = self.conn.execute(sql + " ORDER BY d.tenant, d.source, d.name", args).fetchall()
         return [{**dict(row), "params": json.loads(row["params"])} for row in rows]
 
     # -- keys ------------------------------------------------------------
@@ -339,13 +378,15 @@ class SQLiteStore(Store):
             )
 
     def find_key(self, key_hash: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        with self._guard():
+            row = self.conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
         return dict(row) if row else None
 
     def get_key(self, key_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            "SELECT id, tenant, kind, label, created_at, revoked_at FROM api_keys WHERE id = ?", (key_id,)
-        ).fetchone()
+        with self._guard():
+            row = self.conn.execute(
+                "SELECT id, tenant, kind, label, created_at, revoked_at FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
         return dict(row) if row else None
 
     def list_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
@@ -353,7 +394,8 @@ class SQLiteStore(Store):
         args = [tenant] if tenant is not None else []
         if tenant is not None:
             sql += " WHERE tenant = ?"
-        return [dict(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
+        with self._guard():
+            return [dict(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
 
     def revoke_key(self, key_id: str) -> bool:
         with self._transaction() as conn:
@@ -375,10 +417,8 @@ class SQLiteStore(Store):
         return _Transaction(self)
 
     def check(self) -> None:
-        try:
+        with self._guard():
             self.conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -436,9 +476,10 @@ class SQLiteStore(Store):
         return {**profile, "attributes": merged, "updated_at": now, "created": row is None}
 
     def get_profile(self, tenant: str, user_key: str) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            "SELECT * FROM profiles WHERE tenant = ? AND user_key = ?", (tenant, user_key)
-        ).fetchone()
+        with self._guard():
+            row = self.conn.execute(
+                "SELECT * FROM profiles WHERE tenant = ? AND user_key = ?", (tenant, user_key)
+            ).fetchone()
         if row is None:
             return None
         return {**dict(row), "attributes": json.loads(row["attributes"])}
@@ -458,6 +499,7 @@ class _Transaction:
             raise self.store._unavailable(sqlite3.OperationalError("write lock timeout"))
         try:
             self.store.conn.execute("BEGIN IMMEDIATE")
+            self.store._check_file()  # one stat: is this connection's file still the store?
         except sqlite3.Error as exc:
             lock.release()
             raise self.store._unavailable(exc) from exc
