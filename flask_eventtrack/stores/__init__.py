@@ -63,6 +63,18 @@ def clean(text: str | None) -> str | None:
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
+#: Accepted and rejected counts by tenant, source and type (``Store.stats``), in both SQL stores.
+STATS_SQL = """
+    SELECT tenant, source, type, sum(accepted) AS accepted, sum(rejected) AS rejected
+    FROM (
+      SELECT tenant, source, type, count(*) AS accepted, 0 AS rejected
+      FROM events GROUP BY tenant, source, type
+      UNION ALL
+      SELECT tenant, source, coalesce(type, ''), 0, count(*)
+      FROM rejected GROUP BY tenant, source, type
+    ) AS counts GROUP BY tenant, source, type ORDER BY tenant, source, type
+"""
+
 #: Parameter names kept per event definition: a client sending ever new keys
 #: must not grow one catalog row (and each worker's memory) without bound.
 MAX_DEFINITION_PARAMS = 256

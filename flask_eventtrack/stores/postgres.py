@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 from .._json import dumps
 from ..errors import ConfigurationError
 from ..events import Event, Rejection, utcnow
-from . import EventQuery, Store, WriteResult, merge_attributes
+from . import STATS_SQL, EventQuery, Store, WriteResult, merge_attributes
 from .postgres_pool import Connections
 from .postgres_sql import (
     COLUMNS,
@@ -273,18 +273,7 @@ class PostgresStore(Store):
         return [row["u"] for row in rows]
 
     def stats(self) -> list[dict[str, Any]]:
-        rows = self._rows(
-            """
-            SELECT tenant, source, type, sum(accepted) AS accepted, sum(rejected) AS rejected
-            FROM (
-              SELECT tenant, source, type, count(*) AS accepted, 0 AS rejected
-              FROM events GROUP BY tenant, source, type
-              UNION ALL
-              SELECT tenant, source, coalesce(type, ''), 0, count(*)
-              FROM rejected GROUP BY tenant, source, type
-            ) AS counts GROUP BY tenant, source, type ORDER BY tenant, source, type
-            """
-        )
+        rows = self._rows(STATS_SQL)
         return [{**row, "accepted": int(row["accepted"]), "rejected": int(row["rejected"])} for row in rows]
 
     def definitions(self, tenant: str | None = None) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
 from ..events import Event, Rejection, format_time, parse_time, utcnow
-from . import EventQuery, Store, WriteResult, merge_attributes
+from . import STATS_SQL, EventQuery, Store, WriteResult, merge_attributes
 from .sqlite_schema import migrate
 
 log = logging.getLogger("flask_eventtrack")
@@ -337,18 +337,7 @@ class SQLiteStore(Store):
 
     def stats(self) -> list[dict[str, Any]]:
         with self._guard():
-            rows = self.conn.execute(
-                """
-                SELECT tenant, source, type, sum(accepted) AS accepted, sum(rejected) AS rejected
-                FROM (
-                  SELECT tenant, source, type, count(*) AS accepted, 0 AS rejected
-                  FROM events GROUP BY tenant, source, type
-                  UNION ALL
-                  SELECT tenant, source, coalesce(type, ''), 0, count(*)
-                  FROM rejected GROUP BY tenant, source, type
-                ) GROUP BY tenant, source, type ORDER BY tenant, source, type
-                """
-            ).fetchall()
+            rows = self.conn.execute(STATS_SQL).fetchall()
         return [dict(row) for row in rows]
 
     def definitions(self, tenant: str | None = None) -> list[dict[str, Any]]:
