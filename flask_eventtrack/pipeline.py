@@ -172,7 +172,7 @@ class Pipeline:
         return kept
 
 
-_TEXT_FIELDS = ("tenant", "source", "type")
+_TEXT_FIELDS = ("tenant", "source", "type", "id")
 _OPTIONAL_TEXT_FIELDS = (
     "user",
     "user_kind",
@@ -189,20 +189,37 @@ def _unstorable_shape(event: Event) -> str | None:
     """What a hook broke in ``event`` that no store column can hold, or None.
 
     Dialects and ``emit`` build well-formed events; only hooks can change that,
-    so only events that went through hooks are checked.
+    so only events that went through hooks are checked. Subclasses (a
+    ``StrEnum``, an ``OrderedDict``) are what they extend.
     """
     for name in _TEXT_FIELDS:
         value = getattr(event, name)
-        if type(value) is not str or not value:
+        if not isinstance(value, str) or not value:
             return f"{name} must be non-empty text, not {type(value).__name__}"
     for name in _OPTIONAL_TEXT_FIELDS:
         value = getattr(event, name)
-        if value is not None and type(value) is not str:
+        if value is not None and not isinstance(value, str):
             return f"{name} must be text or None, not {type(value).__name__}"
-    if not isinstance(event.occurred_at, datetime):
-        return f"occurred_at must be a datetime, not {type(event.occurred_at).__name__}"
-    if type(event.props) is not dict or not all(type(key) is str for key in event.props):
+    for name in ("occurred_at", "received_at"):
+        value = getattr(event, name)
+        if not isinstance(value, datetime):
+            return f"{name} must be a datetime, not {type(value).__name__}"
+        try:
+            format_time(value)
+        except (OverflowError, ValueError):
+            return f"{name} is out of range once converted to UTC"
+    if not isinstance(event.props, dict) or not all(isinstance(key, str) for key in event.props):
         return "props must be a dict with text keys"
+    if event.once_per is not None and not isinstance(event.once_per, timedelta):
+        return f"once_per must be a timedelta or None, not {type(event.once_per).__name__}"
+    merge = event.merge_profile
+    if merge is not None and not (
+        isinstance(merge, tuple)
+        and len(merge) == 2
+        and isinstance(merge[0], dict)
+        and isinstance(merge[1], str | None)
+    ):
+        return "merge_profile must be None or (attributes dict, e-mail or None)"
     return None
 
 

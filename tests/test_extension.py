@@ -382,6 +382,12 @@ def _rename_type(event: Event) -> None:
         (lambda e: setattr(e, "occurred_at", "yesterday"), "occurred_at must be a datetime"),
         (lambda e: e.props.update({1: "a"}), "props must be a dict with text keys"),
         (lambda e: setattr(e, "props", None), "props must be a dict with text keys"),
+        (lambda e: setattr(e, "received_at", "now"), "received_at must be a datetime"),
+        (lambda e: setattr(e, "once_per", 20), "once_per must be a timedelta or None"),
+        (
+            lambda e: setattr(e, "occurred_at", datetime(1, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))),
+            "occurred_at is out of range once converted to UTC",
+        ),
     ],
 )
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
@@ -410,6 +416,32 @@ def test_a_hook_that_breaks_a_field_rejects_that_event_only(
         assert rejected.reason == "schema_violation" and words in rejected.message
     finally:
         get_state(app).store.close()
+
+
+def test_text_and_dict_subclasses_from_a_hook_are_stored(tmp_path: Any) -> None:
+    """A ``StrEnum`` member is text and an ``OrderedDict`` a dict: the shape check takes them."""
+    from collections import OrderedDict
+    from enum import StrEnum
+
+    class Kind(StrEnum):
+        PRODUCT = "product"
+
+    track = EventTrack()
+
+    @track.enrich
+    def hook(event: Event) -> None:
+        event.item_type = Kind.PRODUCT
+        event.props = OrderedDict([(Kind.PRODUCT, 1)])
+
+    app = make_app(tmp_path)
+    track.init_app(app)
+    assert (
+        app.test_client().post("/cortex", json={"data": [{"user_id": "u", "type": "t"}]}).status_code == 200
+    )
+    with app.app_context():
+        (event,) = track.store.iter_events(EventQuery())
+        assert list(track.store.iter_rejected(EventQuery())) == []
+    assert event.item_type == "product" and event.props == {"product": 1}
 
 
 @pytest.mark.parametrize("kind", ["enrich", "rule", "before_store"])
