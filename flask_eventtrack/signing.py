@@ -53,6 +53,8 @@ def key_list(value: Any, setting: str) -> list[str | bytes]:
     """
     if isinstance(value, (str, bytes)):
         return [value] if value else []  # an empty setting is no key, as for numbers
+    if value is not None and not isinstance(value, (list, tuple)):
+        raise ConfigurationError(f"{setting} must be a key or a list of keys, not {type(value).__name__}.")
     keys = list(value or ())
     for key in keys:
         if not isinstance(key, (str, bytes)) or not key:

@@ -370,8 +370,9 @@ def test_signing_keys_from_the_environment_are_one_key(
         get_state(app).store.close()
 
 
-@pytest.mark.parametrize("keys", [[""], ["good-key", ""], [None], ""])
+@pytest.mark.parametrize("keys", [[""], ["good-key", ""], [None], "", 12345, {"k": "v"}])
 def test_an_empty_signing_key_is_a_configuration_error(config: dict[str, Any], keys: Any) -> None:
+    # 12345: FLASK_EVENTTRACK_CORTEX_SIGNING_KEYS=12345 is JSON, an int
     from example_app import create_app
     from flask_eventtrack import ConfigurationError
 

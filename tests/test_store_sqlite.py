@@ -264,3 +264,27 @@ def test_workers_on_an_up_to_date_database_do_not_import_sqlite_utils(tmp_path: 
     conn = sqlite3.connect(f"{tmp_path}/up.db")
     names = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
     assert names == ["m001_initial", "m002_profiles"]
+
+
+def test_a_relative_database_path_keeps_its_file_when_the_process_changes_directory(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_eventtrack.events import new_event_id
+
+    def event() -> Event:
+        return Event(
+            tenant="t", source="s", type="x", id=new_event_id(), occurred_at=utcnow(), received_at=utcnow()
+        )
+
+    monkeypatch.chdir(tmp_path)
+    store = store_from_url("sqlite:///relative.db")
+    try:
+        assert len(store.write([event()]).stored) == 1
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        assert len(store.write([event()]).stored) == 1  # not a 503 for a file that "vanished"
+        assert store.count_events(EventQuery()) == 2
+        assert not (elsewhere / "relative.db").exists()
+    finally:
+        store.close()

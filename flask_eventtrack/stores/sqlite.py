@@ -93,8 +93,7 @@ class SQLiteStore(Store):
         path = urlsplit(url).path
         if not path.startswith("/") or path == "/":
             raise ConfigurationError(f"SQLite store URL {url!r} has no file path.")
-        self.path = path[1:]  # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> /abs.db
-        if self.path == ":memory:":
+        if path[1:] == ":memory:":
             raise ConfigurationError(
                 "An in-memory SQLite database would be private to each connection (and lost);"
                 " use a file, e.g. sqlite:////tmp/eventtrack.db."
@@ -103,6 +102,9 @@ class SQLiteStore(Store):
             raise ConfigurationError(
                 f"EVENTTRACK_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}."
             )
+        # sqlite:///rel.db -> rel.db, resolved now: the store keeps the file it opened
+        # at start even if the process changes directory; sqlite:////abs.db -> /abs.db.
+        self.path = os.path.abspath(path[1:])
         self.synchronous = synchronous.upper()
         self.busy_timeout = int(busy_timeout)
         self.retry_after = retry_after
@@ -116,7 +118,7 @@ class SQLiteStore(Store):
         """Only the migration creates the file: a missing one is an error, not a new empty database."""
         mode = "rwc" if create else "rw"
         conn = sqlite3.connect(
-            f"file:{quote(os.path.abspath(self.path))}?mode={mode}",
+            f"file:{quote(self.path)}?mode={mode}",
             uri=True,
             timeout=self.busy_timeout / 1000,
             isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
