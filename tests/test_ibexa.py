@@ -395,3 +395,26 @@ def test_anonymous_ibexa_requests_cannot_write_into_a_tenant_with_keys(
             assert client.get("/api/acme/click/attacker/1/13", headers=auth).status_code == 204
     finally:
         state.store.close()
+
+
+def test_open_mode_refuses_the_signed_cortex_tenant_and_says_it_is_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flask_eventtrack import EventTrack
+
+    app = Flask("plain")
+    app.config.update(
+        SECRET_KEY="s",
+        EVENTTRACK_STORE_URL=f"sqlite:///{tmp_path}/e.db",
+        EVENTTRACK_CORTEX_SIGNATURE="required",
+        EVENTTRACK_CORTEX_SIGNING_KEYS=["cortex-key"],
+        EVENTTRACK_CORTEX_TENANT="shop",
+    )
+    EventTrack(app)
+    assert "EVENTTRACK_IBEXA_CUSTOMERS is empty" in caplog.text
+    client = app.test_client()
+    try:
+        assert client.get("/api/shop/login/attacker/victim@example.com").status_code == 404
+        assert client.get("/api/other/click/someone/1/13").status_code == 204
+    finally:
+        get_state(app).store.close()

@@ -18,6 +18,7 @@ else takes the slower, message-producing way. Both ways accept the same requests
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from ..ibexa_stats import commands as _stats_commands
 from ..schemas.ibexa import EVENT_CODES, PATH_PARAMS, FastLoader, make_ibexa_schemas
 from ._http import read_body, unavailable_headers
 
+log = logging.getLogger("flask_eventtrack")
 NAME = "ibexa"
 #: This dialect's settings and their defaults (merged into the app config by ``init_app``).
 CONFIG: dict[str, Any] = {
@@ -153,20 +155,32 @@ class IbexaReader:
         self.settings = IbexaSettings.from_config(state.config)
         self.pipeline = state.pipeline
         self.state = state
-        self.key_tenants: set[str] = set()
+        #: Tenants known to authenticate their clients (see :meth:`authenticates`).
+        self.authenticating: set[str] = set()
+        cfg = state.config
+        if "cortex" in state.dialects and str(cfg["EVENTTRACK_CORTEX_SIGNATURE"]).lower() == "required":
+            self.authenticating.add(str(cfg["EVENTTRACK_CORTEX_TENANT"]))
+        if not self.settings.customers:
+            log.warning(
+                "flask-eventtrack: EVENTTRACK_IBEXA_CUSTOMERS is empty, so anonymous Ibexa requests may"
+                " write into any tenant that has no keys and is not the signed Cortex tenant. List your"
+                " Ibexa customer ids (tenants whose clients only use bearer tokens from"
+                " 'flask eventtrack token' are not recognised)."
+            )
 
-    def owns_keys(self, tenant: str) -> bool:
-        """Whether ``tenant`` has API or tracker keys (revoked ones count).
+    def authenticates(self, tenant: str) -> bool:
+        """Whether ``tenant`` authenticates its clients: it has API or tracker keys
+        (revoked ones count), or it is the Cortex tenant and Cortex bodies must be signed.
 
         With no ``EVENTTRACK_IBEXA_CUSTOMERS`` any alphanumeric id is a customer,
-        but not a tenant that authenticates its clients: anonymous Ibexa requests
-        would write into its events and stitch its identities. Only a yes is
-        remembered, so a key created later protects its tenant at once.
+        but not such a tenant: anonymous Ibexa requests would write into its events
+        and stitch its identities. Only a yes is remembered, so a key created later
+        protects its tenant at once.
         """
-        if tenant in self.key_tenants:
+        if tenant in self.authenticating:
             return True
         if self.state.store.list_keys(tenant):
-            self.key_tenants.add(tenant)
+            self.authenticating.add(tenant)
             return True
         return False
 
@@ -188,7 +202,7 @@ class IbexaReader:
             raise BadPayload(f"The customer id must be alphanumeric, not {customerid[:40]!r}.")
         if s.customers and customerid not in s.customers:
             raise NotFoundError(f"The customer id {customerid!r} was not found.")
-        if not s.customers and customerid not in s.credentials and self.owns_keys(customerid):
+        if not s.customers and customerid not in s.credentials and self.authenticates(customerid):
             raise NotFoundError(f"The customer id {customerid!r} was not found.")
         if code not in PATH_SHAPES:
             raise NotFoundError(
