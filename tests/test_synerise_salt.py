@@ -74,6 +74,13 @@ def test_a_different_salt_time_action_or_profile_is_a_new_event(client, state, t
     assert len(stored(state)) == 2
 
 
+def test_times_one_millisecond_apart_are_two_events(client, state, token) -> None:
+    # int(timestamp() * 1000) gave both 269032528265: the second replaced the first
+    for time in ("1978-07-11T19:15:28.265Z", "1978-07-11T19:15:28.266Z"):
+        assert post(client, "/v4/events/custom", salted(time=time), token).status_code == 202
+    assert len(stored(state)) == 2
+
+
 def test_same_time_in_another_offset_is_the_same_occurrence(client, state, token) -> None:
     assert post(client, "/v4/events/custom", salted(params={"v": 1}), token).status_code == 202
     assert post(client, "/v4/events/custom", salted(time="2022-11-28T08:18:27-04:00", params={"v": 2}), token)

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from marshmallow import Schema, ValidationError, fields
@@ -44,6 +44,8 @@ _MISSING: Any = object()
 # identifier key (every scalar and every key but the identifier names hashed).
 _TOP, _PLAIN, _SECRET = 0, 1, 2
 _JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _unknown_client_keys(count: int) -> str:
@@ -287,7 +289,9 @@ class SyneriseReader:
         """``eventSalt`` identity: action, identifier kind, *hashed* user, time (ms), salt,
         hashed again as a whole so no raw id or salt reaches the store."""
         user = self.user_key(event.user or "")
-        ms = int(when.timestamp() * 1000)
+        # Exact integer milliseconds: int(when.timestamp() * 1000) rounds some distinct
+        # milliseconds to one number (float), merging two events into one.
+        ms = (when - _EPOCH) // timedelta(milliseconds=1)
         identity = json.dumps([event.type, event.user_kind, user, ms, salt], ensure_ascii=False)
         return "salt:" + hashlib.sha256(identity.encode()).hexdigest()
 
