@@ -12,9 +12,10 @@ from typing import IO, Any, TypeVar
 import click
 from flask.cli import with_appcontext
 
+from ._terminal import printable
 from .dialects import available_dialects, dialect_module
 from .errors import StoreUnavailable
-from .events import EXPORT_FIELDS
+from .events import EXPORT_FIELDS, Event
 from .extension import get_state
 from .keys import KEY_KINDS, create_key
 from .stores import EventQuery
@@ -22,6 +23,8 @@ from .stores import EventQuery
 F = TypeVar("F", bound=Callable[..., Any])
 REJECTED_FIELDS = ("id", "tenant", "source", "type", "reason", "message", "payload", "received_at")
 PROGRESS_EVERY = 10_000
+#: First characters that make a spreadsheet run a CSV cell as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class IsoTime(click.ParamType):  # type: ignore[type-arg]
@@ -132,12 +135,21 @@ def export(
     if raw_user is not None:
         if rejected:
             raise click.UsageError("--user cannot be combined with --rejected.")
-        # Logins stitch users within a tenant; without --tenant every tenant's links count.
+        # Logins stitch users within a tenant; without --tenant, every tenant's links: a
+        # superset, narrowed per event below.
         query.users = store.linked_users(state.pipeline.user_key(raw_user), tenant)
     if rejected:
         rows: Iterable[dict[str, Any]] = (r.to_dict() for r in store.iter_rejected(query))
         fields: tuple[str, ...] = REJECTED_FIELDS
         total = None
+    elif raw_user is not None and tenant is None:
+        # An event is the user's only if its own tenant's logins link it (as in
+        # ``consumption``); filtered as it streams, so the store's order is kept.
+        key = state.pipeline.user_key(raw_user)
+        events = _own_tenant_links(store.iter_events(query), lambda t: store.linked_users(key, t))
+        rows = (e.to_dict() for e in events)
+        fields = EXPORT_FIELDS
+        total = None  # the count of the superset would overstate it
     else:
         rows = (e.to_dict() for e in store.iter_events(query))
         fields = EXPORT_FIELDS
@@ -145,6 +157,16 @@ def export(
     written = _write(_with_progress(rows, total), fields, fmt, output)
     if total is not None and total >= PROGRESS_EVERY or written >= PROGRESS_EVERY:
         click.echo(f"exported {written} rows", err=True)
+
+
+def _own_tenant_links(events: Iterable[Event], linked: Callable[[str], list[str]]) -> Iterator[Event]:
+    """The events whose user their own tenant's logins link to the exported user."""
+    per_tenant: dict[str, set[str]] = {}
+    for event in events:
+        if event.tenant not in per_tenant:
+            per_tenant[event.tenant] = set(linked(event.tenant))
+        if event.user in per_tenant[event.tenant]:
+            yield event
 
 
 def _with_progress(rows: Iterable[dict[str, Any]], total: int | None) -> Iterator[dict[str, Any]]:
@@ -163,7 +185,7 @@ def _write(rows: Iterable[dict[str, Any]], fields: tuple[str, ...], fmt: str, ou
         for row in rows:
             if isinstance(row.get("props"), dict):
                 row["props"] = json.dumps(row["props"], ensure_ascii=False, sort_keys=True)
-            writer.writerow(row)
+            writer.writerow({k: _inert(v) for k, v in row.items()})
             written += 1
     else:
         for row in rows:
@@ -171,6 +193,11 @@ def _write(rows: Iterable[dict[str, Any]], fields: tuple[str, ...], fmt: str, ou
             written += 1
     out.flush()
     return written
+
+
+def _inert(value: Any) -> Any:
+    """A CSV cell no spreadsheet runs as a formula: a leading ' (OWASP); NDJSON is exact."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 @cli.command(help="Count accepted and rejected events by tenant, source and type.")
@@ -183,7 +210,7 @@ def stats(as_json: bool) -> None:
             click.echo(json.dumps(row))
         return
     header = ("tenant", "source", "type", "accepted", "rejected")
-    table = [header] + [tuple(str(row[k]) for k in header) for row in rows]
+    table = [header] + [tuple(printable(str(row[k])) for k in header) for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for line in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
@@ -226,7 +253,8 @@ def keys_create(tenant: str, kind: str, label: str) -> None:
 def keys_list(tenant: str | None) -> None:
     for row in get_state().store.list_keys(tenant):
         status = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-        click.echo(f"{row['id']}  {row['tenant']}  {row['kind']}  {status}  {row['label'] or ''}".rstrip())
+        line = f"{row['id']}  {row['tenant']}  {row['kind']}  {status}  {row['label'] or ''}"
+        click.echo(printable(line).rstrip())
 
 
 @keys.command("revoke", help="Revoke a key by its id; it stops working at once.")

@@ -15,6 +15,7 @@ from typing import Any
 import click
 from flask.cli import with_appcontext
 
+from ._terminal import printable
 from .events import Event
 from .extension import EventTrackState, get_state
 from .stores import EventQuery
@@ -212,7 +213,9 @@ _TIME = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"])
 
 
 def _table(rows: list[dict[str, Any]], header: tuple[str, ...]) -> None:
-    table = [header] + [tuple("-" if row[k] is None else str(row[k]) for k in header) for row in rows]
+    table = [header] + [
+        tuple("-" if row[k] is None else printable(str(row[k])) for k in header) for row in rows
+    ]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for line in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())

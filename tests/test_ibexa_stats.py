@@ -190,3 +190,11 @@ def test_item_in_two_categories_until_the_old_one_ages_out(
     assert set(recent) == {"Shoes/Children", "Sale"}
     future = datetime.now(UTC) + timedelta(days=1)
     assert item_categories(1, 123, since=future, state=state) == {}
+
+
+def test_scenarios_table_escapes_control_characters(app: Flask, client: FlaskClient) -> None:
+    """A C1 control (CSI, U+009B) in a scenario name would run in the operator's terminal."""
+    assert client.get("/api/00000/rendered/u1/1/7?scenario=x%C2%9B2J").status_code == 204
+    result = app.test_cli_runner().invoke(cli, ["scenarios"])
+    assert result.exit_code == 0, result.output
+    assert "\x9b" not in result.stdout and "x\\x9b2J" in result.stdout

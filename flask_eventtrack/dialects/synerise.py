@@ -19,6 +19,7 @@ from flask.cli import with_appcontext
 from marshmallow import ValidationError
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .._terminal import printable
 from ..config import MOST
 from ..errors import BadPayload, NotFoundError, PayloadTooLarge, StoreUnavailable, UnauthorizedError
 from ..events import Event, Rejection, format_time
@@ -199,7 +200,9 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         tenant = authorize()
         if kind not in IDENTIFIERS:
             raise NotFoundError(f"Unknown identifier kind {kind!r}; use one of: {', '.join(IDENTIFIERS)}.")
-        limit, offset = _int_arg("limit", 100, 1, read_limit), _int_arg("offset", 0, 0, None)
+        # The default page never exceeds the read limit: a limit under 100 bounds every read.
+        limit = _int_arg("limit", min(100, read_limit), 1, read_limit)
+        offset = _int_arg("offset", 0, 0, None)
         action = request.args.get("action")
         _storable_args({kind: value, "action": action})
         lookup = value
@@ -379,10 +382,11 @@ def definitions_command(tenant: str | None, as_json: bool) -> None:
             click.echo(json.dumps(row, ensure_ascii=False))
         else:
             params = ",".join(row["params"])
-            click.echo(
+            line = (
                 f"{row['tenant']}  {row['source']}  {row['name']}  count={row['count']}"
                 f"  first={row['first_seen']}  last={row['last_seen']}  params={params}"
             )
+            click.echo(printable(line))
     if not rows and not as_json:
         click.echo("(no event definitions yet)", err=True)
 
