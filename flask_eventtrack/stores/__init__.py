@@ -13,7 +13,7 @@ import importlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -78,6 +78,19 @@ STATS_SQL = """
 #: Parameter names kept per event definition: a client sending ever new keys
 #: must not grow one catalog row (and each worker's memory) without bound.
 MAX_DEFINITION_PARAMS = 256
+
+
+def ceil_ms(value: datetime) -> datetime | None:
+    """``value`` rounded up to the millisecond, the precision of stored times, so
+    ``>= since`` and ``< until`` stay exact (truncating would move the bound);
+    None when that is past the last time a datetime holds."""
+    extra = value.microsecond % 1000
+    if not extra:
+        return value
+    try:
+        return value + timedelta(microseconds=1000 - extra)
+    except OverflowError:
+        return None
 
 
 @dataclass
@@ -229,12 +242,16 @@ class Store(abc.ABC):
                     clauses.append(f"{column} = {param}")
                     args.append(value)
         time_column = "received_at" if rejected else "occurred_at"
-        if query.since is not None:
-            clauses.append(f"{time_column} >= {param}")
-            args.append(time_value(query.since))
-        if query.until is not None:
-            clauses.append(f"{time_column} < {param}")
-            args.append(time_value(query.until))
+        for bound, operator in ((query.since, ">="), (query.until, "<")):
+            if bound is None:
+                continue
+            at = ceil_ms(bound)
+            if at is None:  # later than any storable time: all of them are before it
+                if operator == ">=":
+                    clauses.append("1 = 0")
+                continue
+            clauses.append(f"{time_column} {operator} {param}")
+            args.append(time_value(at))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     # -- writing ---------------------------------------------------------

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..events import Event, format_time
+from . import MAX_DEFINITION_PARAMS
 
 COLUMNS = (
     'id, tenant, source, type, "user", user_kind, item_type, item_id,'
@@ -32,15 +33,20 @@ INSERT_REJECTED = (
 )
 # Only when a type or a parameter name is new; count and last_seen are derived
 # from the events when read (as in the SQLite store), so a hot event type
-# never makes app servers queue on its catalog row.
-UPSERT_DEFINITION = """
+# never makes app servers queue on its catalog row. The cap holds in the row
+# itself, whatever each worker remembers: stored names stay, and new ones fill
+# the room left, smallest first (the same in every worker). A full row is left
+# alone (the WHERE runs before SET, so LIMIT is never negative).
+UPSERT_DEFINITION = f"""
 INSERT INTO definitions AS d (tenant, source, name, first_seen, params)
 VALUES (%s, %s, %s, %s, %s::jsonb)
 ON CONFLICT (tenant, source, name) DO UPDATE SET
   params = (SELECT coalesce(jsonb_agg(v ORDER BY v COLLATE "C"), '[]') FROM (
       SELECT jsonb_array_elements_text(d.params)
-      UNION SELECT jsonb_array_elements_text(excluded.params)) AS names(v))
-WHERE NOT d.params @> excluded.params
+      UNION (SELECT v FROM jsonb_array_elements_text(excluded.params) AS new(v) WHERE NOT d.params ? v
+             ORDER BY v COLLATE "C" LIMIT {MAX_DEFINITION_PARAMS} - jsonb_array_length(d.params))
+  ) AS names(v))
+WHERE NOT d.params @> excluded.params AND jsonb_array_length(d.params) < {MAX_DEFINITION_PARAMS}
 """
 # {only}: an optional tenant filter of the events counted (the tenant index serves it).
 DEFINITIONS = """

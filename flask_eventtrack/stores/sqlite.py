@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
 from ..events import Event, Rejection, format_time, parse_time, utcnow
-from . import STATS_SQL, EventQuery, Store, WriteResult, merge_attributes
+from . import MAX_DEFINITION_PARAMS, STATS_SQL, EventQuery, Store, WriteResult, merge_attributes
 from .sqlite_schema import migrate
 
 log = logging.getLogger("flask_eventtrack")
@@ -47,17 +47,35 @@ _INSERT_REJECTED = (
     "INSERT INTO rejected (id, tenant, source, type, reason, message, payload, received_at)"
     " VALUES (?,?,?,?,?,?,?,?)"
 )
-_UPSERT_DEFINITION = """
+# The cap holds in the row itself, whatever each worker remembers: stored names
+# stay, and new ones fill the room left, smallest first (the same in every worker);
+# a full row is left alone.
+_UPSERT_DEFINITION = f"""
 INSERT INTO definitions (tenant, source, name, first_seen, params) VALUES (?,?,?,?,?)
 ON CONFLICT (tenant, source, name) DO UPDATE SET
   params = (SELECT json_group_array(value) FROM (
       SELECT value FROM json_each(definitions.params)
-      UNION SELECT value FROM json_each(excluded.params) ORDER BY value))
+      UNION SELECT value FROM (
+          SELECT value, row_number() OVER (ORDER BY value) AS n FROM json_each(excluded.params)
+          WHERE value NOT IN (SELECT value FROM json_each(definitions.params)))
+        WHERE n <= {MAX_DEFINITION_PARAMS} - json_array_length(definitions.params)
+      ORDER BY value))
+WHERE json_array_length(definitions.params) < {MAX_DEFINITION_PARAMS}
 """
 _WITHIN_WINDOW = (
     "SELECT 1 FROM events WHERE user = ? AND occurred_at > ? AND occurred_at < ?"
     " AND tenant = ? AND source = ? AND type = ? LIMIT 1"
 )
+
+
+def _users_filter(users: Sequence[str]) -> tuple[str, list[Any]]:
+    """One user (the common case) reads its index in time order; more are one JSON
+    array, not a variable each: a user can have more linked ids than SQLite binds."""
+    if len(users) == 1:
+        return "user = ?", list(users)
+    return "user IN (SELECT value FROM json_each(?))", [_dumps(list(users))]
+
+
 # This process's id, kept current across fork() without a getpid() system call
 # on every connection lookup: a forked worker must open its own connections.
 _pid = os.getpid()
@@ -290,13 +308,21 @@ class SQLiteStore(Store):
             query,
             rejected=rejected,
             param="?",
-            users=lambda users: (f"user IN ({','.join('?' * len(users))})", list(users)),
+            users=_users_filter,
             time_value=format_time,
         )
 
+    @staticmethod
+    def _from(table: str, query: EventQuery) -> str:
+        """Without statistics SQLite reads a tenant's events by the tenant index and
+        filters on user; a user's events are the far smaller set, so use its index."""
+        if table == "events" and query.users is not None:
+            return "events INDEXED BY idx_events_user_occurred_at"
+        return table
+
     def _select(self, table: str, query: EventQuery, order: str) -> Iterator[sqlite3.Row]:
         where, args = self._where(query, rejected=table == "rejected")
-        sql = f"SELECT * FROM {table}{where} ORDER BY {order}"
+        sql = f"SELECT * FROM {self._from(table, query)}{where} ORDER BY {order}"
         if query.limit is not None or query.offset:
             sql += " LIMIT ? OFFSET ?"
             args += [-1 if query.limit is None else query.limit, query.offset]
@@ -318,8 +344,9 @@ class SQLiteStore(Store):
 
     def count_events(self, query: EventQuery) -> int:
         where, args = self._where(query)
+        sql = f"SELECT count(*) FROM {self._from('events', query)}{where}"
         with self._guard():
-            (count,) = self.conn.execute(f"SELECT count(*) FROM events{where}", args).fetchone()
+            (count,) = self.conn.execute(sql, args).fetchone()
         return int(count)
 
     def iter_rejected(self, query: EventQuery) -> Iterator[Rejection]:
