@@ -166,3 +166,19 @@ def test_sub_millisecond_bounds_round_up(store: Store) -> None:
     assert ids(since=datetime.max.replace(tzinfo=UTC)) == []
     assert len(list(store.iter_rejected(EventQuery(until=T0 + HALF_MS)))) == 1
     assert list(store.iter_rejected(EventQuery(since=T0 + HALF_MS))) == []
+
+
+def test_local_time_bounds_round_in_utc_across_a_dst_change(store: Store) -> None:
+    """Rounding on the local clock moved a bound by an hour around the repeated hour."""
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    before, inside = datetime(2025, 11, 2, 5, 59, 59, 999000, UTC), datetime(2025, 11, 2, 6, 30, tzinfo=UTC)
+    store.write([ev(at=before, item_id="before"), ev(at=inside, item_id="inside")])
+    # 01:59:59.9995 EDT is 05:59:59.9995Z: rounds up to 06:00:00.000Z, not 07:00Z
+    until = datetime(2025, 11, 2, 1, 59, 59, 999500, tzinfo=new_york)
+    assert [e.item_id for e in store.iter_events(EventQuery(until=until))] == ["before"]
+    # 01:30:00.0005 EST (fold=1) is 06:30:00.0005Z: "inside" is before it
+    since = datetime(2025, 11, 2, 1, 30, 0, 500, tzinfo=new_york, fold=1)
+    assert [e.item_id for e in store.iter_events(EventQuery(since=since))] == []
+    assert [e.item_id for e in store.iter_events(EventQuery(until=since))] == ["before", "inside"]

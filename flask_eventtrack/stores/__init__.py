@@ -13,7 +13,7 @@ import importlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -83,7 +83,13 @@ MAX_DEFINITION_PARAMS = 256
 def ceil_ms(value: datetime) -> datetime | None:
     """``value`` rounded up to the millisecond, the precision of stored times, so
     ``>= since`` and ``< until`` stay exact (truncating would move the bound);
-    None when that is past the last time a datetime holds."""
+    None when that is past the last time a datetime holds. Aware times are rounded
+    in UTC: local-clock arithmetic would move a bound by an hour around DST."""
+    if value.tzinfo is not None:
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:  # before year 1 or after 9999 once in UTC
+            return None if value.year > 1 else datetime.min.replace(tzinfo=UTC)  # before any stored time
     extra = value.microsecond % 1000
     if not extra:
         return value
