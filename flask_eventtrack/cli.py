@@ -146,7 +146,7 @@ def export(
         # An event is the user's only if its own tenant's logins link it (as in
         # ``consumption``); filtered as it streams, so the store's order is kept.
         key = state.pipeline.user_key(raw_user)
-        events = _own_tenant_links(store.iter_events(query), lambda t: store.linked_users(key, t))
+        events = _own_tenant_links(store.iter_events(query), key, store.linked_users_by_tenant(key))
         rows = (e.to_dict() for e in events)
         fields = EXPORT_FIELDS
         total = None  # the count of the superset would overstate it
@@ -159,13 +159,11 @@ def export(
         click.echo(f"exported {written} rows", err=True)
 
 
-def _own_tenant_links(events: Iterable[Event], linked: Callable[[str], list[str]]) -> Iterator[Event]:
-    """The events whose user their own tenant's logins link to the exported user."""
-    per_tenant: dict[str, set[str]] = {}
+def _own_tenant_links(events: Iterable[Event], key: str, linked: dict[str, set[str]]) -> Iterator[Event]:
+    """The events whose user their own tenant's logins link to ``key`` (read before the
+    stream: a nested read would wait for the connection the stream holds)."""
     for event in events:
-        if event.tenant not in per_tenant:
-            per_tenant[event.tenant] = set(linked(event.tenant))
-        if event.user in per_tenant[event.tenant]:
+        if event.user in linked.get(event.tenant, (key,)):
             yield event
 
 

@@ -75,14 +75,15 @@ def consumption(
     linked: dict[str, set[str]] = {}  # per tenant: the ids its own logins link to ``user``
     if user is not None:
         merged_user = state.pipeline.user_key(user)
-        # Without ``tenant``, every tenant's links: a superset, narrowed per event below.
+        # Without ``tenant``, every tenant's links: a superset, narrowed per event below
+        # with each tenant's own links, read before the events (the stream holds a connection).
         users = state.store.linked_users(merged_user, tenant)
+        if tenant is None:
+            linked = state.store.linked_users_by_tenant(merged_user)
     best: dict[tuple[str, str, str, str], list[int]] = {}
     for event in _events(state, "consume", tenant=tenant, users=users, item_type=item_type, item_id=item_id):
         if merged_user is not None and tenant is None:
-            if event.tenant not in linked:
-                linked[event.tenant] = set(state.store.linked_users(merged_user, event.tenant))
-            if event.user not in linked[event.tenant]:
+            if event.user not in linked.get(event.tenant, (merged_user,)):
                 continue
         key = (event.tenant, merged_user or event.user or "", event.item_type or "", event.item_id or "")
         percentage = event.props.get("percentage", FULL)

@@ -141,3 +141,25 @@ def test_keys_list_escapes_control_characters(app: Flask) -> None:
     out = run(app, "keys", "list")
     assert not CONTROL.search(out), repr(out)
     assert len(out.splitlines()) == 1 and out.rstrip().endswith(r"shop\x1b[2J\nforged")
+
+
+@pytest.fixture
+def pool_of_one(two_customers: dict[str, Any]) -> dict[str, Any]:
+    two_customers.update(EVENTTRACK_POSTGRES_POOL_MIN_SIZE=1, EVENTTRACK_POSTGRES_POOL_MAX_SIZE=1)
+    return two_customers
+
+
+def test_export_and_consumption_by_user_read_links_before_the_stream(
+    pool_of_one: dict[str, Any], app: Flask, client: FlaskClient
+) -> None:
+    """A pool of one connection (a sync worker's setting) is held by the event stream:
+    each tenant's links must be read before it, not while it runs."""
+    from flask_eventtrack.ibexa_stats import consumption
+
+    assert client.get("/api/00000/login/anon/john").status_code == 204
+    consume(client, "00000", "anon", "1")
+    consume(client, "11111", "anon", "2")
+    items = [(r["tenant"], r["item_id"]) for r in ndjson(app, "--user", "john", "--type", "consume")]
+    assert items == [("00000", "1")]
+    with app.app_context():
+        assert [(r["tenant"], r["item_id"]) for r in consumption(user="john")] == [("00000", "1")]

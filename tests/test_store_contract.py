@@ -221,6 +221,11 @@ def test_links_are_followed_through_chains_and_cycles(store: Store) -> None:
     )
     assert "stranger" in store.linked_users("known")  # None: every tenant (operator tools)
     assert store.count_events(EventQuery(type="login")) == 5
+    # Every tenant's own links in one read; a tenant that links nothing to the user is absent.
+    assert store.linked_users_by_tenant("known") == {
+        tenant: set(store.linked_users("known", tenant)) for tenant in ("t1", "t2")
+    }
+    assert store.linked_users_by_tenant("nobody") == {}
 
 
 def test_a_failed_write_keeps_nothing(store: Store) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import importlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -97,6 +97,14 @@ def ceil_ms(value: datetime) -> datetime | None:
         return value + timedelta(microseconds=1000 - extra)
     except OverflowError:
         return None
+
+
+def _by_tenant(rows: Iterable[Sequence[str]]) -> dict[str, set[str]]:
+    """``{tenant: users}`` from ``(tenant, user)`` rows."""
+    found: dict[str, set[str]] = {}
+    for tenant, user in rows:
+        found.setdefault(tenant, set()).add(user)
+    return found
 
 
 @dataclass
@@ -286,6 +294,13 @@ class Store(abc.ABC):
         chain of links (identity stitching). With ``tenant``, only that tenant's
         links are followed: a tenant never stitches another tenant's users.
         ``None`` follows every tenant's links (operator tools only)."""
+
+    @abc.abstractmethod
+    def linked_users_by_tenant(self, user: str) -> dict[str, set[str]]:
+        """:meth:`linked_users` of ``user`` for each tenant whose own links reach it,
+        in one read: a caller that filters a stream of events per tenant must not
+        read again while the stream holds a connection (a pool may have only one).
+        A tenant that is not listed links nothing to ``user``: ``{user}``."""
 
     @abc.abstractmethod
     def stats(self) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 from .._json import dumps
 from ..errors import ConfigurationError
 from ..events import Event, Rejection, utcnow
-from . import STATS_SQL, EventQuery, Store, WriteResult, merge_attributes
+from . import STATS_SQL, EventQuery, Store, WriteResult, _by_tenant, merge_attributes
 from .postgres_pool import Connections
 from .postgres_sql import (
     COLUMNS,
@@ -271,6 +271,17 @@ class PostgresStore(Store):
             (user, tenant, tenant),
         )
         return [row["u"] for row in rows]
+
+    def linked_users_by_tenant(self, user: str) -> dict[str, set[str]]:
+        rows = self._rows(
+            "WITH RECURSIVE linked(tenant, u) AS ("
+            ' SELECT tenant, %s::text COLLATE "C" FROM identity_links WHERE target = %s'
+            ' UNION SELECT l.tenant, l."user" FROM identity_links l'
+            " JOIN linked ON l.target = linked.u AND l.tenant = linked.tenant)"
+            " SELECT tenant, u FROM linked",
+            (user, user),
+        )
+        return _by_tenant((row["tenant"], row["u"]) for row in rows)
 
     def stats(self) -> list[dict[str, Any]]:
         rows = self._rows(STATS_SQL)

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
 from ..events import Event, Rejection, format_time, parse_time, utcnow
-from . import MAX_DEFINITION_PARAMS, STATS_SQL, EventQuery, Store, WriteResult, merge_attributes
+from . import MAX_DEFINITION_PARAMS, STATS_SQL, EventQuery, Store, WriteResult, _by_tenant, merge_attributes
 from .sqlite_schema import migrate
 
 log = logging.getLogger("flask_eventtrack")
@@ -363,6 +363,18 @@ class SQLiteStore(Store):
                 (user, tenant, tenant),
             ).fetchall()
         return [row[0] for row in rows]
+
+    def linked_users_by_tenant(self, user: str) -> dict[str, set[str]]:
+        with self._guard():
+            rows = self.conn.execute(
+                "WITH RECURSIVE linked(tenant, u) AS ("
+                " SELECT tenant, ? FROM identity_links WHERE target = ?"
+                " UNION SELECT l.tenant, l.user FROM identity_links l"
+                " JOIN linked ON l.target = linked.u AND l.tenant = linked.tenant)"
+                " SELECT tenant, u FROM linked",
+                (user, user),
+            ).fetchall()
+        return _by_tenant(rows)
 
     def stats(self) -> list[dict[str, Any]]:
         with self._guard():
