@@ -236,13 +236,16 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         bp.add_url_rule("", endpoint="track_no_slash", view_func=track, methods=["POST"])
 
     @bp.errorhandler(PayloadTooLarge)
-    def too_large(error: PayloadTooLarge) -> Response | tuple[dict[str, Any], int]:
+    def too_large(error: PayloadTooLarge) -> Response:
+        # The vendor always answers 200 to what the client sent (spec): an oversized
+        # body is refused as a whole and logged, like a malformed one. A 413 would
+        # make a retrying client send the same batch for ever.
         message = error.description or "body too large"
         try:
             pipeline.submit([], [reader.rejection("size_violation", message, None)])
         except StoreUnavailable as exc:
             return unavailable(exc)
-        return {"status": "rejected", "message": message}, 413
+        return Response(_OK_BODY, status=200, mimetype="application/json")
 
     @bp.errorhandler(StoreUnavailable)
     def unavailable(error: StoreUnavailable) -> Response:
