@@ -486,6 +486,7 @@ def test_missing_wrong_or_revoked_key_is_401(client: FlaskClient, state: EventTr
     ]:
         response = post(client, secret, path, body)
         assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == 'ApiKey realm="profile"'  # HTTP: a 401 names a scheme
         assert words in errors(response)[0]["description"]
     assert {r["reason"] for r in rejected(state)} == {"auth_failure"}
     assert len(rejected(state)) == 5

@@ -396,7 +396,9 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
 
     @bp.errorhandler(UnauthorizedError)
     def unauthorized(error: UnauthorizedError) -> Response:
-        return envelope_error(401, [("Unauthorized", error.description or "")])
+        # HTTP requires a challenge on every 401; the key is sent bare, so the scheme is ours.
+        headers = {"WWW-Authenticate": 'ApiKey realm="profile"'}
+        return envelope_error(401, [("Unauthorized", error.description or "")], headers)
 
     @bp.errorhandler(NotFoundError)
     def not_found(error: NotFoundError) -> Response:
