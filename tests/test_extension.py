@@ -149,7 +149,10 @@ def test_number_settings_given_as_text_are_converted_once(tmp_path: Any) -> None
     assert app.config["EVENTTRACK_POSTGRES_CONNECT_TIMEOUT"] == 2.5
     assert app.config["EVENTTRACK_CORTEX_SIGNATURE_MAX_AGE"] is None  # optional, unset: stays None
     response = app.test_client().post("/cortex", data=b"x" * 2049, content_type="application/json")
-    assert response.status_code == 413
+    assert response.status_code == 200  # Cortex answers 200 and logs what it refused
+    with app.app_context():
+        (refused,) = get_state(app).store.iter_rejected(EventQuery())
+    assert refused.reason == "size_violation" and "limit is 2048" in refused.message
 
 
 def test_defaults_are_visible_in_app_config(tmp_path: Any) -> None:
