@@ -223,12 +223,27 @@ def test_product_endpoint_needs_a_sku(client, state, token) -> None:
     assert stored(state) == []
 
 
-def test_dedicated_endpoint_refuses_another_action(client, state, token) -> None:
-    body = {"client": {"id": 1}, "label": "x", "action": "dog.bark"}
-    response = post(client, "/v4/events/shared", body, token)
-    assert response.status_code == 400 and response.get_json()["errors"][0]["field"] == "action"
-    body["action"] = "client.shared"
+@pytest.mark.parametrize("action", ["dog.bark", "client.shared", "", 5, None, ["x"], "x" * 2000])
+def test_dedicated_endpoint_ignores_a_sent_action(client, state, token, action) -> None:
+    """Seed 002: a dedicated endpoint does not use ``action``; whatever is sent, it is ignored."""
+    body = {"client": {"id": 1}, "label": "x", "action": action, "params": {"url": "/p"}}
     assert post(client, "/v4/events/shared", body, token).status_code == 202
+    [e] = stored(state)
+    assert e.type == "client.shared" and e.props == {"url": "/p"}
+
+
+def test_a_dedicated_batch_item_refuses_another_action(client, state, token) -> None:
+    """Seed 002: a batch item of a dedicated type carries no ``action`` ("remove the action")."""
+    item = {"type": "shared", "client": {"id": 1}, "label": "x", "action": "dog.bark"}
+    response = post(client, "/v4/events/batch", [item], token)
+    assert response.status_code == 400
+    assert response.get_json()["errors"] == [
+        {"index": 0, "field": "action", "message": "'shared' events are 'client.shared'; remove 'action'."}
+    ]
+    assert stored(state) == []
+    for action in ("client.shared", None):  # the endpoint's own action, or null: tolerated
+        assert post(client, "/v4/events/batch", [{**item, "action": action}], token).status_code == 202
+    assert [e.type for e in stored(state)] == ["client.shared", "client.shared"]
 
 
 def test_unknown_dedicated_endpoint_is_404(client, state, token) -> None:

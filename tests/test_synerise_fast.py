@@ -86,6 +86,12 @@ CLIENTS: list[Any] = [
     {"id": 5, "customId": "c", "uuid": UUID, "email": "jan@example.com"},
     {"email": "jan@example.com", "uuid": UUID},
     {"customId": "c", "id": None},
+    # null counts as absent for an identifier; all of them null is no identifier
+    {"id": 5, "customId": None, "uuid": None, "email": None},
+    {"id": None, "customId": None, "uuid": None, "email": None},
+    {"email": "jan@example.com", "id": None},
+    {"uuid": UUID, "customId": None},
+    {"id": 5, "phone": None},
     {"id": 5, "email": "nope"},
     {"id": 5, "phone": "123"},
     {"phone": "123"},
@@ -202,6 +208,8 @@ SAMPLES: list[tuple[str, Any]] = [
     ("custom", custom(eventUUID=UUID)),
     ("custom", custom(time="2022-11-28T12:18:27Z", eventSalt="s")),
     ("custom", custom(eventSalt="s")),
+    ("custom", custom(time=None, params=None, eventSalt=None)),  # null optionals count as absent
+    ("custom", custom(time=None, eventSalt="s")),
     ("custom", {}),
     ("custom", []),
     ("custom", None),
@@ -210,6 +218,8 @@ SAMPLES: list[tuple[str, Any]] = [
     ("hit-timer", {"label": "t", "client": {"id": 1}, "action": "client.hitTimer"}),
     ("hit-timer", {"label": "t", "client": {"id": 1}, "action": "dog.bark"}),
     ("hit-timer", {"label": "t", "client": {"id": 1}, "action": "x" * 2000}),
+    ("hit-timer", {"label": "t", "client": {"id": 1}, "action": None, "time": None}),
+    ("added-to-cart", {"label": "t", "client": {"id": 1}, "params": None}),
     ("hit-timer", {"label": "t", "client": {"id": 1}, "type": "hit-timer"}),
     ("visited-page", {"label": "t", "client": {"customId": "c"}, "params": {"url": "https://e.com/"}}),
     ("added-to-cart", {"label": "t", "client": {"id": 1}}),
@@ -301,6 +311,9 @@ def test_a_valid_body_never_reaches_marshmallow(
         "acme", custom(params={"a": [1, {"b": "c"}]}, time="2022-11-28T12:18:27Z"), "custom"
     )
     assert event.type == "dog.bark" and event.user == "5" and event.props == {"a": [1, {"b": "c"}]}
+    nulls = custom(client={"id": 5, "email": None}, params=None, time=None, eventSalt=None)
+    event = reader.v4_event("acme", nulls, "custom")
+    assert event.user == "5" and event.props == {} and event.dedup_key is None
 
 
 # -- bearer tokens: the per-worker cache keeps expiry and revocation exact ---------------

@@ -38,7 +38,6 @@ _ID_KEYS = frozenset(IDENTIFIERS)
 #: Keys whose values are hashed in the rejected log, at any depth.
 _REDACT_KEYS = _ID_KEYS | {"client", "clientUUID"}
 _V4_FIELDS = frozenset({"client", "label", "params", "time", "eventSalt", "action"})
-_MISSING: Any = object()
 # How redact treats a value: reached from the body through arrays only (a scalar
 # is hashed, an object's keys decide for its values), plain, or under an
 # identifier key (every scalar and every key but the identifier names hashed).
@@ -121,11 +120,14 @@ class SyneriseReader:
         self._client_fields: dict[str, fields.Field[Any]] = client_schema.fields
 
     # -- /v4/events ----------------------------------------------------------
-    def v4_event(self, tenant: str, item: Any, endpoint: str) -> Event:
+    def v4_event(self, tenant: str, item: Any, endpoint: str, *, in_batch: bool = False) -> Event:
         """One event of ``endpoint`` (``custom`` or a dedicated endpoint name).
 
         :raises Invalid: naming every problem of the item.
         """
+        if endpoint != "custom" and not in_batch and type(item) is dict and "action" in item:
+            # A dedicated endpoint does not use ``action`` (seed 002): neither checked nor kept.
+            item = {k: v for k, v in item.items() if k != "action"}
         data = self.fast_v4(item, endpoint)
         if data is None:
             schema = self.schemas.custom if endpoint == "custom" else self.schemas.for_endpoint(endpoint)
@@ -134,7 +136,7 @@ class SyneriseReader:
             action = data["action"]
         else:
             action = DEDICATED[endpoint]
-            if data.get("action") not in (None, action):
+            if data.get("action") not in (None, action):  # only a batch item keeps its action
                 raise Invalid(
                     [{"field": "action", "message": f"{endpoint!r} events are {action!r}; remove 'action'."}]
                 )
@@ -153,7 +155,8 @@ class SyneriseReader:
         None when the item is not valid (the schema then runs, for the messages).
 
         Accepts exactly what the schema accepts (``tests/test_synerise_fast.py``
-        checks both agree); the schema stays the source of truth.
+        checks both agree); the schema stays the source of truth. As there, an
+        optional field sent as null counts as absent.
         """
         if type(item) is not dict or not _V4_FIELDS.issuperset(item):
             return None
@@ -165,17 +168,17 @@ class SyneriseReader:
         if client is None:
             return None
         data: dict[str, Any] = {"client": client, "label": label}
-        action = item.get("action", _MISSING)
+        action = item.get("action")
         if endpoint == "custom":
             if type(action) is not str or len(action) > MAX_ACTION_LENGTH or not ACTION_PATTERN.match(action):
                 return None
             data["action"] = action
-        elif action is not _MISSING:
+        elif action is not None:
             if type(action) is not str:
                 return None
             data["action"] = action
-        params = item.get("params", _MISSING)
-        if params is _MISSING:
+        params = item.get("params")
+        if params is None:
             params = {}
         elif type(params) is not dict or not RESERVED_PARAMS.isdisjoint(params):
             return None
@@ -186,28 +189,30 @@ class SyneriseReader:
             if not (type(sku) is int or (type(sku) is str and sku)):
                 return None
         data["params"] = dict(params)
-        if "time" in item:
-            raw_time = item["time"]
+        raw_time = item.get("time")
+        if raw_time is not None:
             if type(raw_time) is not str or len(raw_time) > 64:
                 return None
             try:
                 data["time"] = parse_time(raw_time)
             except (ValueError, OverflowError):
                 return None
-        if "eventSalt" in item:
-            salt = item["eventSalt"]
+        salt = item.get("eventSalt")
+        if salt is not None:
             if type(salt) is not str or not 0 < len(salt) <= max_length:
                 return None
             data["eventSalt"] = salt
         return data
 
     def _fast_client(self, client: Any) -> dict[str, Any] | None:
-        """``client`` as ``ClientSchema`` loads it, or None."""
-        if type(client) is not dict or not client:
+        """``client`` as ``ClientSchema`` loads it (a null identifier is absent), or None."""
+        if type(client) is not dict:
             return None
         max_length = self.max_length
         out: dict[str, Any] = {}
         for kind, value in client.items():
+            if value is None and kind in _ID_KEYS:
+                continue
             if kind == "id" or kind == "customId":
                 if kind == "id" and type(value) is int:
                     value = str(value)
@@ -223,7 +228,7 @@ class SyneriseReader:
             else:
                 return None
             out[kind] = value
-        return out
+        return out or None
 
     def v4_batch(self, tenant: str, document: Any) -> list[Event]:
         """Every event of a ``/v4/events/batch`` array, or :class:`Invalid` naming each bad index."""
@@ -245,7 +250,8 @@ class SyneriseReader:
                     errors.append({"index": index, "field": "type", "message": message})
                 continue
             try:
-                events.append(self.v4_event(tenant, {k: v for k, v in item.items() if k != "type"}, kind))
+                item = {k: v for k, v in item.items() if k != "type"}
+                events.append(self.v4_event(tenant, item, kind, in_batch=True))
             except Invalid as exc:
                 errors.extend({"index": index, **e} for e in exc.errors)
         if errors:

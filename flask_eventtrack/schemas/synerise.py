@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from ..events import parse_time
 from .core import ScalarOrString, check_value
@@ -133,6 +133,19 @@ class UUIDString(fields.Field[str]):
             raise self.make_error("invalid") from None
 
 
+class NullIsAbsent(Schema):
+    """A schema where null counts as absent for every field that is not required:
+    clients built from typed models serialise an unset optional field as null.
+    A required field sent as null stays an error ("Field may not be null.")."""
+
+    @pre_load
+    def drop_null_optionals(self, data: Any, **kwargs: Any) -> Any:
+        if type(data) is not dict or None not in data.values():
+            return data
+        fields_ = self.load_fields  # by name: no field here sets a data_key
+        return {k: v for k, v in data.items() if v is not None or k not in fields_ or fields_[k].required}
+
+
 @dataclass(frozen=True)
 class SyneriseSchemas:
     """Schema instances of one app, by event type."""
@@ -155,7 +168,7 @@ def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
     def check_free_form(value: Any, field: str) -> None:
         check_value(value, max_length=max_length, max_depth=max_depth, path=field)
 
-    class ClientSchema(Schema):
+    class ClientSchema(NullIsAbsent):
         """``client``: at least one profile identifier."""
 
         class Meta:
@@ -171,7 +184,7 @@ def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
             if not any(data.get(name) is not None for name in IDENTIFIERS):
                 raise ValidationError(f"At least one of {', '.join(IDENTIFIERS)} is required.")
 
-    class EventSchema(Schema):
+    class EventSchema(NullIsAbsent):
         """What every ``/v4/events`` body has, whatever its action."""
 
         class Meta:
@@ -221,14 +234,14 @@ def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
             if isinstance(sku, bool) or not isinstance(sku, (str, int)) or str(sku) == "":
                 raise ValidationError("params.sku (the product's SKU, a string) is required.", "params")
 
-    class MoneySchema(Schema):
+    class MoneySchema(NullIsAbsent):
         class Meta:
             unknown = RAISE
 
         amount = PlainNumber(required=True)
         currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z]{3}$"))
 
-    class ProductLineSchema(Schema):
+    class ProductLineSchema(NullIsAbsent):
         """One line of a transaction; vendor-specific extra fields are kept."""
 
         class Meta:
@@ -244,7 +257,7 @@ def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
         def check_extras(self, data: dict[str, Any], **kwargs: Any) -> None:
             check_free_form(data, "product")
 
-    class TransactionSchema(Schema):
+    class TransactionSchema(NullIsAbsent):
         """``/v4/transactions``: one charge, and one ``product.buy`` per product line."""
 
         class Meta:
@@ -272,7 +285,7 @@ def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
                     except ValidationError as exc:
                         raise ValidationError(exc.messages, name) from None
 
-    class AIEventSchema(Schema):
+    class AIEventSchema(NullIsAbsent):
         """One ``/events/v1`` event (single body, or an item of a batch)."""
 
         class Meta:
