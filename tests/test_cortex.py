@@ -193,6 +193,22 @@ def test_body_over_the_byte_limit_is_200_and_logged(client: FlaskClient, state: 
     assert rejection["reason"] == "size_violation" and "limit is 1048576" in rejection["message"]
 
 
+def test_the_host_apps_max_content_length_is_a_200_and_logged_too(config: dict[str, Any]) -> None:
+    from example_app import create_app
+    from flask_eventtrack import get_state
+
+    app = create_app({**config, "MAX_CONTENT_LENGTH": 1000})
+    try:
+        response = app.test_client().post(URL, data=b"x" * 2000, content_type="application/json")
+        assert response.status_code == 200 and response.get_json() == {"status": "received"}
+        (rejection,) = rejected(get_state(app))
+        assert (
+            rejection["reason"] == "size_violation" and "MAX_CONTENT_LENGTH of 1000" in rejection["message"]
+        )
+    finally:
+        get_state(app).store.close()
+
+
 def test_wrong_method_and_unknown_path(client: FlaskClient) -> None:
     assert client.get(URL).status_code == 405
     assert client.get(URL + "/").status_code == 405

@@ -5,8 +5,10 @@ item or a bad signature is still a 200, and what was wrong goes to the rejected
 log (``flask eventtrack export --rejected``). The answer never says whether the
 signature held, as the vendor validates signatures "during processing". Items
 are independent: valid items of a batch are stored even when others are not.
-Two answers are not 200: 413 (body over the byte limit, nothing read) and 503
-with ``Retry-After`` (the store could not commit: retry).
+A body over the byte limit (ours or the host app's ``MAX_CONTENT_LENGTH``) is
+refused whole, logged and answered 200 too. The one answer that is not 200
+(besides 405 for another method) is 503 with ``Retry-After``: the store could
+not commit, retry.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import MOST
 from ..errors import BadPayload, ConfigurationError, PayloadTooLarge, StoreUnavailable
@@ -235,12 +238,16 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     if state.config["EVENTTRACK_CORTEX_URL_PREFIX"]:
         bp.add_url_rule("", endpoint="track_no_slash", view_func=track, methods=["POST"])
 
-    @bp.errorhandler(PayloadTooLarge)
-    def too_large(error: PayloadTooLarge) -> Response:
+    # Ours (PayloadTooLarge) and the host app's MAX_CONTENT_LENGTH (werkzeug's parent class).
+    @bp.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> Response:
         # The vendor always answers 200 to what the client sent (spec): an oversized
         # body is refused as a whole and logged, like a malformed one. A 413 would
         # make a retrying client send the same batch for ever.
-        message = error.description or "body too large"
+        if isinstance(error, PayloadTooLarge):
+            message = error.description or "body too large"
+        else:
+            message = f"The body is over the app's MAX_CONTENT_LENGTH of {request.max_content_length} bytes."
         try:
             pipeline.submit([], [reader.rejection("size_violation", message, None)])
         except StoreUnavailable as exc:
