@@ -15,10 +15,10 @@ from flask.cli import with_appcontext
 from ._terminal import printable
 from .dialects import available_dialects, dialect_module
 from .errors import StoreUnavailable
-from .events import EXPORT_FIELDS, Event
+from .events import EXPORT_FIELDS
 from .extension import get_state
 from .keys import KEY_KINDS, create_key
-from .stores import EventQuery
+from .stores import EventQuery, across_tenants
 
 F = TypeVar("F", bound=Callable[..., Any])
 REJECTED_FIELDS = ("id", "tenant", "source", "type", "reason", "message", "payload", "received_at")
@@ -135,19 +135,18 @@ def export(
     if raw_user is not None:
         if rejected:
             raise click.UsageError("--user cannot be combined with --rejected.")
-        # Logins stitch users within a tenant; without --tenant, every tenant's links: a
-        # superset, narrowed per event below.
-        query.users = store.linked_users(state.pipeline.user_key(raw_user), tenant)
+        key = state.pipeline.user_key(raw_user)
+        if tenant is None:  # an event is the user's only through its own tenant's logins
+            query.users, is_users = across_tenants(store, key)
+        else:
+            query.users = store.linked_users(key, tenant)
     if rejected:
         rows: Iterable[dict[str, Any]] = (r.to_dict() for r in store.iter_rejected(query))
         fields: tuple[str, ...] = REJECTED_FIELDS
         total = None
     elif raw_user is not None and tenant is None:
-        # An event is the user's only if its own tenant's logins link it (as in
-        # ``consumption``); filtered as it streams, so the store's order is kept.
-        key = state.pipeline.user_key(raw_user)
-        events = _own_tenant_links(store.iter_events(query), key, store.linked_users_by_tenant(key))
-        rows = (e.to_dict() for e in events)
+        # Filtered as it streams, so the store's order is kept.
+        rows = (e.to_dict() for e in store.iter_events(query) if is_users(e))
         fields = EXPORT_FIELDS
         total = None  # the count of the superset would overstate it
     else:
@@ -157,14 +156,6 @@ def export(
     written = _write(_with_progress(rows, total), fields, fmt, output)
     if total is not None and total >= PROGRESS_EVERY or written >= PROGRESS_EVERY:
         click.echo(f"exported {written} rows", err=True)
-
-
-def _own_tenant_links(events: Iterable[Event], key: str, linked: dict[str, set[str]]) -> Iterator[Event]:
-    """The events whose user their own tenant's logins link to ``key`` (read before the
-    stream: a nested read would wait for the connection the stream holds)."""
-    for event in events:
-        if event.user in linked.get(event.tenant, (key,)):
-            yield event
 
 
 def _with_progress(rows: Iterable[dict[str, Any]], total: int | None) -> Iterator[dict[str, Any]]:

@@ -8,7 +8,7 @@ user filters take *raw* ids, hash them, and follow identity links (``login``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from flask.cli import with_appcontext
 from ._terminal import printable
 from .events import Event
 from .extension import EventTrackState, get_state
-from .stores import EventQuery
+from .stores import EventQuery, across_tenants
 
 __all__ = ["commands", "consumption", "item_categories", "scenario_stats", "trigger_stats"]
 
@@ -72,19 +72,17 @@ def consumption(
     state = state or get_state()
     users = None
     merged_user = None
-    linked: dict[str, set[str]] = {}  # per tenant: the ids its own logins link to ``user``
+    is_users: Callable[[Event], bool] = lambda event: True  # noqa: E731
     if user is not None:
         merged_user = state.pipeline.user_key(user)
-        # Without ``tenant``, every tenant's links: a superset, narrowed per event below
-        # with each tenant's own links, read before the events (the stream holds a connection).
-        users = state.store.linked_users(merged_user, tenant)
         if tenant is None:
-            linked = state.store.linked_users_by_tenant(merged_user)
+            users, is_users = across_tenants(state.store, merged_user)
+        else:
+            users = state.store.linked_users(merged_user, tenant)
     best: dict[tuple[str, str, str, str], list[int]] = {}
     for event in _events(state, "consume", tenant=tenant, users=users, item_type=item_type, item_id=item_id):
-        if merged_user is not None and tenant is None:
-            if event.user not in linked.get(event.tenant, (merged_user,)):
-                continue
+        if not is_users(event):
+            continue
         key = (event.tenant, merged_user or event.user or "", event.item_type or "", event.item_id or "")
         percentage = event.props.get("percentage", FULL)
         row = best.setdefault(key, [percentage, 0])

@@ -107,6 +107,16 @@ def _by_tenant(rows: Iterable[Sequence[str]]) -> dict[str, set[str]]:
     return found
 
 
+def across_tenants(store: Store, user: str) -> tuple[list[str], Callable[[Event], bool]]:
+    """For reading ``user``'s events in every tenant: the ids to query (those any
+    tenant's logins link to ``user``) and whether an event is the user's through its
+    *own* tenant's links. One read, before the events are streamed: a nested read
+    would wait for the connection the stream holds (a pool may have only one)."""
+    linked = store.linked_users_by_tenant(user)
+    users = sorted({user}.union(*linked.values()))
+    return users, lambda event: event.user in linked.get(event.tenant, (user,))
+
+
 @dataclass
 class EventQuery:
     """Filters for reading events back; every field is optional."""
