@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 
 from flask import Flask, request
 
@@ -69,13 +70,13 @@ def careful() -> Flask:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, user TEXT, type TEXT, props TEXT)"
         )
-    local: dict[int, sqlite3.Connection] = {}
+    local = threading.local()  # one connection per worker (per thread under gthread)
 
     @app.post("/naive")
     def careful_route() -> tuple[str, int]:
-        conn = local.get(os.getpid())
+        conn = getattr(local, "conn", None)
         if conn is None:
-            conn = local[os.getpid()] = sqlite3.connect(path, timeout=5, isolation_level=None)
+            conn = local.conn = sqlite3.connect(path, timeout=5, isolation_level=None)
             conn.execute("PRAGMA synchronous=NORMAL")
         event = request.get_json()
         conn.execute("BEGIN IMMEDIATE")

@@ -159,7 +159,7 @@ def server_env(workdir: Path, synchronous: str, store_url: str | None = None) ->
     return env
 
 
-def start_server(app: str, env: dict[str, str], workers: int = 2) -> subprocess.Popen[bytes]:
+def start_server(app: str, env: dict[str, str], workers: int = 2, threads: int = 1) -> subprocess.Popen[bytes]:
     cmd = [
         "taskset",
         "-c",
@@ -169,8 +169,7 @@ def start_server(app: str, env: dict[str, str], workers: int = 2) -> subprocess.
         "gunicorn",
         "-w",
         str(workers),
-        "-k",
-        "sync",
+        *(["-k", "sync"] if threads == 1 else ["-k", "gthread", "--threads", str(threads)]),
         "-b",
         f"127.0.0.1:{PORT}",
         "--backlog",
@@ -291,6 +290,7 @@ def measure(
     token_env: dict[str, str] | None,
     store: str,
     workers: int = 2,
+    threads: int = 1,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="etbench-") as tmp:
         workdir = Path(tmp)
@@ -307,7 +307,7 @@ def measure(
             scenario = Scenario(scenario.name, scenario.app, 1, synerise_custom(token))
         if scenario.app.startswith("eventtrack"):
             migrate_store(env)
-        proc = start_server(scenario.app, env, workers)
+        proc = start_server(scenario.app, env, workers, threads)
         try:
             warm = run_load(PORT, scenario.make_request, connections=scenario.connections, seconds=1.0)
             cpu_before = worker_cpu_seconds(gunicorn_master(proc))
@@ -387,7 +387,13 @@ def main() -> int:
         help="flask-eventtrack's store (postgresql: a throwaway database per run on 127.0.0.1:5432)",
     )
     parser.add_argument(
-        "--workers", type=int, default=2, help="gunicorn sync workers (all pinned to one CPU)"
+        "--workers", type=int, default=2, help="gunicorn workers (all pinned to one CPU)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per worker: 1 runs sync workers, more runs gthread workers (every app alike)",
     )
     parser.add_argument(
         "--diagnose",
@@ -417,6 +423,7 @@ def main() -> int:
                 {} if has_synerise else None,
                 args.store,
                 args.workers,
+                args.threads,
             )
             all_runs[scenario.name].append(run)
             print(
@@ -450,7 +457,7 @@ def main() -> int:
 def print_table(table: list[dict], ceiling: dict, raw: dict[str, float], args: argparse.Namespace) -> None:
     print(
         f"\nflask-eventtrack benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-        f"gunicorn {args.workers} sync workers on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}, "
+        f"gunicorn {args.workers} {worker_kind(args.threads)} on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}, "
         f"median of {args.runs} x {args.seconds:g}s, store {args.store}"
         + (
             f" (WAL, synchronous={args.synchronous})"
@@ -485,6 +492,10 @@ def print_table(table: list[dict], ceiling: dict, raw: dict[str, float], args: a
             f"Cortex batches of 1000 vs raw executemany: {big['eps'] / raw['minimal']:.2f}x (minimal table), "
             f"{big['eps'] / raw['eventtrack_schema']:.2f}x (same schema)"
         )
+
+
+def worker_kind(threads: int) -> str:
+    return "sync workers" if threads == 1 else f"gthread workers x {threads} threads"
 
 
 def save(table: list[dict], raw: dict[str, float], args: argparse.Namespace) -> None:
