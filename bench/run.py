@@ -159,7 +159,9 @@ def server_env(workdir: Path, synchronous: str, store_url: str | None = None) ->
     return env
 
 
-def start_server(app: str, env: dict[str, str], workers: int = 2, threads: int = 1) -> subprocess.Popen[bytes]:
+def start_server(
+    app: str, env: dict[str, str], workers: int = 2, threads: int = 1
+) -> subprocess.Popen[bytes]:
     cmd = [
         "taskset",
         "-c",
@@ -386,9 +388,7 @@ def main() -> int:
         default="sqlite",
         help="flask-eventtrack's store (postgresql: a throwaway database per run on 127.0.0.1:5432)",
     )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="gunicorn workers (all pinned to one CPU)"
-    )
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (all pinned to one CPU)")
     parser.add_argument(
         "--threads",
         type=int,
