@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flask_eventtrack.stores.sqlite_schema import migrate  # noqa: E402
 
 BATCH = 1000
-_INSERT = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _COLUMNS = (
     "id TEXT, tenant TEXT, source TEXT, type TEXT, user TEXT, user_kind TEXT, item_type TEXT,"
     " item_id TEXT, occurred_at TEXT, received_at TEXT, original_time TEXT, props TEXT,"
@@ -64,22 +63,28 @@ def rows(count: int) -> list[tuple[object, ...]]:
     ]
 
 
-def rows_per_second(variant: tuple[str, ...] | str, data: list[tuple[object, ...]]) -> float:
+def rows_per_second(
+    variant: tuple[str, ...] | str, data: list[tuple[object, ...]], *, wal_autocheckpoint: int | None = 10000
+) -> float:
+    """Rows/s of ``data`` into a new table: ``variant`` is its DDL, or the indexes to
+    drop from our schema. Also the suite's reference (``bench/run.py``)."""
     with tempfile.TemporaryDirectory() as tmp:
         conn = sqlite3.connect(os.path.join(tmp, "indexes.db"), isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint=10000")  # as the store sets it
+        if wal_autocheckpoint is not None:  # as the store sets it
+            conn.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint}")
         if isinstance(variant, str):
             conn.execute(variant)
         else:
             migrate(conn)
             for index in variant:
                 conn.execute(f"DROP INDEX {index}")
+        insert = f"INSERT INTO events VALUES ({','.join('?' * len(data[0]))})"
         start = time.perf_counter()
         for i in range(0, len(data), BATCH):
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT, data[i : i + BATCH])
+            conn.executemany(insert, data[i : i + BATCH])
             conn.execute("COMMIT")
         elapsed = time.perf_counter() - start
         conn.close()

@@ -337,33 +337,21 @@ def measure(
     }
 
 
-def raw_executemany(rows: int = 200_000, batch: int = 1000) -> dict[str, float]:
+def raw_executemany(rows: int = 200_000) -> dict[str, float]:
     """Raw sqlite3 executemany in batches of 1000 on the server CPU (the reference for batches)."""
     code = f"""
-import json, sqlite3, tempfile, time, os
-from flask_eventtrack.stores.sqlite_schema import migrate
-results = {{}}
-for name in ("minimal", "eventtrack_schema"):
-    d = tempfile.mkdtemp()
-    conn = sqlite3.connect(os.path.join(d, "raw.db"), isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL"); conn.execute("PRAGMA synchronous=NORMAL")
-    if name == "minimal":
-        conn.execute("CREATE TABLE events (id TEXT PRIMARY KEY, user TEXT, type TEXT, occurred_at TEXT, props TEXT)")
-        sql = "INSERT INTO events VALUES (?,?,?,?,?)"
-        row = lambda i: (f"id-{{i:012d}}", f"user-{{i % 5000}}", "click", "2024-01-01T00:00:00.000Z", '{{"device":"mobile"}}')
-    else:
-        migrate(conn)
-        conn.execute("PRAGMA wal_autocheckpoint=10000")  # as the store sets it
-        sql = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        row = lambda i: (f"id-{{i:012d}}", "default", "cortex", "click", f"user-{{i % 5000}}", "user_id", None,
-                         f"item-{{i % 1000}}", "2024-01-01T00:00:00.000Z", "2024-01-01T00:00:00.000Z", None,
-                         '{{"device":"mobile"}}', None, "accepted")
-    data = [row(i) for i in range({rows})]
-    start = time.perf_counter()
-    for i in range(0, {rows}, {batch}):
-        conn.execute("BEGIN IMMEDIATE"); conn.executemany(sql, data[i:i + {batch}]); conn.execute("COMMIT")
-    results[name] = {rows} / (time.perf_counter() - start)
-print(json.dumps(results))
+import json
+from bench.indexes import rows_per_second
+minimal = "CREATE TABLE events (id TEXT PRIMARY KEY, user TEXT, type TEXT, occurred_at TEXT, props TEXT)"
+minimal_rows = [(f"id-{{i:012d}}", f"user-{{i % 5000}}", "click", "2024-01-01T00:00:00.000Z", '{{"device":"mobile"}}')
+                for i in range({rows})]
+our_rows = [(f"id-{{i:012d}}", "default", "cortex", "click", f"user-{{i % 5000}}", "user_id", None, f"item-{{i % 1000}}",
+             "2024-01-01T00:00:00.000Z", "2024-01-01T00:00:00.000Z", None, '{{"device":"mobile"}}', None, "accepted")
+            for i in range({rows})]
+print(json.dumps({{
+    "minimal": rows_per_second(minimal, minimal_rows, wal_autocheckpoint=None),
+    "eventtrack_schema": rows_per_second((), our_rows),
+}}))
 """
     out = subprocess.run(
         ["taskset", "-c", str(SERVER_CPU), sys.executable, "-c", code],
