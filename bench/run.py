@@ -44,6 +44,7 @@ class Scenario:
     make_request: Callable[[int, int], bytes]
     connections: int = 8
     prepare: Callable[[dict[str, str]], dict[str, str]] | None = None  # env -> extra headers info
+    stores: bool = True  # False: a diagnostic app that commits nothing (its stored count must be 0)
 
 
 def cortex_batch(size: int) -> Callable[[int, int], bytes]:
@@ -124,9 +125,17 @@ def scenarios(token: str | None, diagnose: bool = False) -> list[Scenario]:
         Scenario("eventtrack: Cortex batch of 1000", "eventtrack", 1000, cortex_batch(1000), connections=4),
     ]
     if diagnose:  # what the request costs without the store's transaction (nothing is stored)
-        found.append(
-            Scenario("diagnostic: Cortex batch of 1, no write", "eventtrack_no_write", 0, cortex_batch(1))
-        )
+        found += [
+            Scenario(
+                f"diagnostic: Cortex batch of {size}, no write",
+                "eventtrack_no_write",
+                size,
+                cortex_batch(size),
+                connections=connections,
+                stores=False,
+            )
+            for size, connections in ((1, 8), (1000, 4))
+        ]
     return found
 
 
@@ -318,7 +327,7 @@ def measure(
             rss = worker_rss_mb(gunicorn_master(proc))
         finally:
             stop_server(proc)
-        acknowledged = (warm.ok + result.ok) * scenario.events_per_request
+        acknowledged = (warm.ok + result.ok) * scenario.events_per_request if scenario.stores else 0
         stored = stored_events(workdir, scenario.app, store_url)
         if store_url:
             pg_database(pg_name, drop=True)
