@@ -43,7 +43,6 @@ class Scenario:
     events_per_request: int
     make_request: Callable[[int, int], bytes]
     connections: int = 8
-    prepare: Callable[[dict[str, str]], dict[str, str]] | None = None  # env -> extra headers info
     stores: bool = True  # False: a diagnostic app that commits nothing (its stored count must be 0)
 
 
