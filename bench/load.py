@@ -47,10 +47,17 @@ def _one_request(port: int, payload: bytes, timeout: float) -> int:
             head, sep, body = data.partition(b"\r\n\r\n")
             if sep:
                 length = _content_length(head)
+                if length is None and _bodiless(head):
+                    length = 0  # 204, 304 and 1xx end at their headers (RFC 9112 6.3)
                 if length is not None and len(body) >= length:
                     break
     status_line = b"".join(chunks).split(b"\r\n", 1)[0]
     return int(status_line.split()[1])
+
+
+def _bodiless(head: bytes) -> bool:
+    status = head.split(b" ", 2)[1]
+    return status in (b"204", b"304") or status.startswith(b"1")
 
 
 def _content_length(head: bytes) -> int | None:
