@@ -64,10 +64,15 @@ def rows(count: int) -> list[tuple[object, ...]]:
 
 
 def rows_per_second(
-    variant: tuple[str, ...] | str, data: list[tuple[object, ...]], *, wal_autocheckpoint: int | None = 10000
+    variant: tuple[str, ...] | str,
+    data: list[tuple[object, ...]],
+    *,
+    wal_autocheckpoint: int | None = 10000,
+    report_every: int | None = None,
 ) -> float:
     """Rows/s of ``data`` into a new table: ``variant`` is its DDL, or the indexes to
-    drop from our schema. Also the suite's reference (``bench/run.py``)."""
+    drop from our schema. Also the suite's reference (``bench/run.py``). With
+    ``report_every``, also prints the rate of every that many rows, as the table grows."""
     with tempfile.TemporaryDirectory() as tmp:
         conn = sqlite3.connect(os.path.join(tmp, "indexes.db"), isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -81,11 +86,16 @@ def rows_per_second(
             for index in variant:
                 conn.execute(f"DROP INDEX {index}")
         insert = f"INSERT INTO events VALUES ({','.join('?' * len(data[0]))})"
-        start = time.perf_counter()
+        start = segment_start = time.perf_counter()
         for i in range(0, len(data), BATCH):
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(insert, data[i : i + BATCH])
             conn.execute("COMMIT")
+            if report_every and (i + BATCH) % report_every == 0:
+                now = time.perf_counter()
+                rate = report_every / (now - segment_start)
+                print(f"  rows {i + BATCH - report_every:>9} to {i + BATCH:<9} {rate:9.0f} rows/s")
+                segment_start = now
         elapsed = time.perf_counter() - start
         conn.close()
     return len(data) / elapsed
@@ -95,8 +105,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000, help="rows per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median printed)")
+    parser.add_argument(
+        "--growth", action="store_true", help="instead: our schema once, the rate of every tenth of --rows"
+    )
     args = parser.parse_args()
     data = rows(args.rows)
+    if args.growth:
+        print(f"raw executemany into our schema, batches of {BATCH}, as the table grows to {args.rows} rows:")
+        rows_per_second((), data, report_every=max(BATCH, args.rows // 10 // BATCH * BATCH))
+        return
     results: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):
         for name, variant in VARIANTS.items():
