@@ -46,21 +46,19 @@ def _one_request(port: int, payload: bytes, timeout: float) -> int:
             data = b"".join(chunks)
             head, sep, body = data.partition(b"\r\n\r\n")
             if sep:
-                length = _content_length(head)
-                if length is None and _bodiless(head):
-                    length = 0  # a 204 or 304 ends at its headers (RFC 9112 6.3)
+                length = _body_length(head)
                 if length is not None and len(body) >= length:
                     break
     status_line = b"".join(chunks).split(b"\r\n", 1)[0]
     return int(status_line.split()[1])
 
 
-def _bodiless(head: bytes) -> bool:
-    # No 1xx here: we never send "Expect: 100-continue", so no interim response comes.
-    return head.split(b" ", 2)[1] in (b"204", b"304")
-
-
-def _content_length(head: bytes) -> int | None:
+def _body_length(head: bytes) -> int | None:
+    """The body's length, or None when the response only ends when the server closes.
+    A 204 or 304 has none, whatever its headers (RFC 9112 6.3); no 1xx comes, as we
+    never send "Expect: 100-continue"."""
+    if head.split(b" ", 2)[1] in (b"204", b"304"):
+        return 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
