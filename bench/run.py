@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -44,6 +45,7 @@ class Scenario:
     make_request: Callable[[int, int], bytes]
     connections: int = 8
     stores: bool = True  # False: a diagnostic app that commits nothing (its stored count must be 0)
+    prefilled: bool = False  # True: starts on a copy of the --prefill store instead of an empty one
 
 
 def cortex_batch(size: int) -> Callable[[int, int], bytes]:
@@ -105,7 +107,12 @@ def synerise_custom(token: str) -> Callable[[int, int], bytes]:
     return make
 
 
-def scenarios(token: str | None, diagnose: bool = False) -> list[Scenario]:
+def short_count(n: int) -> str:
+    """2000000 -> '2M', 250000 -> '250k'."""
+    return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n / 1e3:g}k" if n >= 1000 else str(n)
+
+
+def scenarios(token: str | None, diagnose: bool = False, prefill: int = 0) -> list[Scenario]:
     found = [
         Scenario("ceiling: bare Flask route (204)", "bare", 0, lambda w, n: http_request("GET", "/bare")),
         Scenario("peer: naive insert+commit per request", "naive", 1, naive_request),
@@ -123,6 +130,18 @@ def scenarios(token: str | None, diagnose: bool = False) -> list[Scenario]:
         Scenario("eventtrack: Cortex batch of 100", "eventtrack", 100, cortex_batch(100), connections=4),
         Scenario("eventtrack: Cortex batch of 1000", "eventtrack", 1000, cortex_batch(1000), connections=4),
     ]
+    if prefill:  # the same requests on a table that is not empty
+        found += [
+            Scenario(
+                f"eventtrack: Cortex batch of {size}, {short_count(prefill)} stored",
+                "eventtrack",
+                size,
+                cortex_batch(size),
+                connections=connections,
+                prefilled=True,
+            )
+            for size, connections in ((1, 8), (1000, 4))
+        ]
     if diagnose:  # what the request costs without the store's transaction (nothing is stored)
         found += [
             Scenario(
@@ -264,6 +283,29 @@ def stored_events(workdir: Path, app: str, store_url: str | None = None) -> int:
     return int(count)
 
 
+def prefilled_database(rows_count: int, workdir: Path) -> Path:
+    """A SQLite store already holding ``rows_count`` events, made once per suite run and
+    copied into each flask-eventtrack run: how ingest holds up on a table that is not
+    empty. The rows are shaped as the store writes them (``bench.indexes.rows``), with
+    ids older than the benchmark's, as earlier traffic would have left them."""
+    from bench.indexes import BATCH, rows
+
+    path = workdir / "prefilled.db"
+    migrate_store(server_env(workdir, "NORMAL", f"sqlite:///{path}"))
+    data = rows(rows_count)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        insert = f"INSERT INTO events VALUES ({','.join('?' * len(data[0]))})"
+        for i in range(0, len(data), BATCH):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(insert, data[i : i + BATCH])
+            conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # one self-contained file to copy
+    finally:
+        conn.close()
+    return path
+
+
 def migrate_store(env: dict[str, str]) -> None:
     """Create the tables before the workers start, as a deployment does with
     ``flask eventtrack migrate``: workers that migrate themselves keep
@@ -301,6 +343,7 @@ def measure(
     store: str,
     workers: int = 2,
     threads: int = 1,
+    prefilled: tuple[Path, int] | None = None,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="etbench-") as tmp:
         workdir = Path(tmp)
@@ -309,6 +352,10 @@ def measure(
             pg_database(pg_name) if store == "postgresql" and scenario.app.startswith("eventtrack") else None
         )
         env = server_env(workdir, synchronous, store_url)
+        already = 0  # events in the database before the run
+        if scenario.prefilled and prefilled is not None:
+            shutil.copyfile(prefilled[0], workdir / "events.db")
+            already = prefilled[1]
         if token_env is not None and "Synerise" in scenario.name:
             # the token's key must be in this run's database
             token = make_token(workdir, env)
@@ -327,7 +374,7 @@ def measure(
         finally:
             stop_server(proc)
         acknowledged = (warm.ok + result.ok) * scenario.events_per_request if scenario.stores else 0
-        stored = stored_events(workdir, scenario.app, store_url)
+        stored = stored_events(workdir, scenario.app, store_url) - already
         if store_url:
             pg_database(pg_name, drop=True)
     rps = result.ok / result.seconds
@@ -395,13 +442,22 @@ def main() -> int:
         action="store_true",
         help="also run the example app with its store write skipped (where the time goes)",
     )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="also run Cortex batches of 1 and 1000 on a SQLite store already holding ROWS events",
+    )
     args = parser.parse_args()
+    if args.prefill and args.store != "sqlite":
+        parser.error("--prefill is for the SQLite store")
     os.sched_setaffinity(0, {CLIENT_CPU})
 
     has_synerise = (ROOT / "flask_eventtrack" / "tokens.py").exists() and (
         ROOT / "flask_eventtrack" / "dialects" / "synerise.py"
     ).exists()
-    chosen = scenarios("placeholder" if has_synerise else None, args.diagnose)
+    chosen = scenarios("placeholder" if has_synerise else None, args.diagnose, args.prefill)
     if args.only:
         chosen = [
             s for s in chosen if any(part in s.name for part in args.only.split("|")) or s.app == "bare"
@@ -409,6 +465,11 @@ def main() -> int:
     # Rounds outside, scenarios inside: slow drift of a shared machine hits every
     # scenario alike instead of whichever happened to run last.
     all_runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in chosen}
+    prefill_dir = tempfile.TemporaryDirectory(prefix="etbench-prefill-")
+    prefilled = None
+    if any(s.prefilled for s in chosen):
+        print(f"filling a store with {args.prefill} events ...", file=sys.stderr)
+        prefilled = (prefilled_database(args.prefill, Path(prefill_dir.name)), args.prefill)
     for round_ in range(args.runs):
         for scenario in chosen:
             run = measure(
@@ -419,6 +480,7 @@ def main() -> int:
                 args.store,
                 args.workers,
                 args.threads,
+                prefilled,
             )
             all_runs[scenario.name].append(run)
             print(
@@ -442,6 +504,7 @@ def main() -> int:
                 "events_per_request": scenario.events_per_request,
             }
         )
+    prefill_dir.cleanup()
     raw = raw_executemany()
     ceiling = table[0]
     print_table(table, ceiling, raw, args)
@@ -462,14 +525,14 @@ def print_table(table: list[dict], ceiling: dict, raw: dict[str, float], args: a
         + "\n"
     )
     header = (
-        f"{'scenario':42} {'req/s':>8} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7} "
+        f"{'scenario':44} {'req/s':>8} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7} "
         f"{'RSS MB':>7} {'x ceil':>7} {'xRSS':>5}  stored==2xx"
     )
     print(header)
     print("-" * len(header))
     for row in table:
         print(
-            f"{row['scenario']:42} {row['rps']:8.0f} {row['eps']:10.0f} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
+            f"{row['scenario']:44} {row['rps']:8.0f} {row['eps']:10.0f} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
             f"{row['cpu_us']:7.0f} {row['rss_mb']:7.1f} {row['rps'] / ceiling['rps']:7.2f} {row['rss_mb'] / ceiling['rss_mb']:5.2f}  "
             f"{'yes' if row['lossless'] else 'NO: LOST OR EXTRA EVENTS'}"
         )
