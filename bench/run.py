@@ -49,7 +49,7 @@ class Scenario:
 
 
 def cortex_batch(size: int) -> Callable[[int, int], bytes]:
-    """Cortex batches of ``size`` events for 50 users, new users in every request."""
+    """Cortex batches of ``size`` events for up to 50 users, new ones in every request."""
 
     def body(worker: int, n: int | str) -> bytes:
         data = [
