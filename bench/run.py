@@ -117,6 +117,21 @@ def short_count(n: int) -> str:
     return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n / 1e3:g}k" if n >= 1000 else str(n)
 
 
+def cortex_pair(kind: str, setting: str, app: str, **options: bool) -> list[Scenario]:
+    """Cortex batches of 1 and of 1000 in another ``setting`` (the end of their names)."""
+    return [
+        Scenario(
+            f"{kind}: Cortex batch of {size}, {setting}",
+            app,
+            size,
+            cortex_batch(size),
+            connections=connections,
+            **options,
+        )
+        for size, connections in ((1, 8), (1000, 4))
+    ]
+
+
 def scenarios(token: str | None, diagnose: bool = False, prefill: int = 0) -> list[Scenario]:
     found = [
         Scenario("ceiling: bare Flask route (204)", "bare", 0, lambda w, n: http_request("GET", "/bare")),
@@ -136,29 +151,9 @@ def scenarios(token: str | None, diagnose: bool = False, prefill: int = 0) -> li
         Scenario("eventtrack: Cortex batch of 1000", "eventtrack", 1000, cortex_batch(1000), connections=4),
     ]
     if prefill:  # the same requests on a table that is not empty
-        found += [
-            Scenario(
-                f"eventtrack: Cortex batch of {size}, {short_count(prefill)} stored",
-                "eventtrack",
-                size,
-                cortex_batch(size),
-                connections=connections,
-                prefilled=True,
-            )
-            for size, connections in ((1, 8), (1000, 4))
-        ]
+        found += cortex_pair("eventtrack", f"{short_count(prefill)} stored", "eventtrack", prefilled=True)
     if diagnose:  # what the request costs without the store's transaction (nothing is stored)
-        found += [
-            Scenario(
-                f"diagnostic: Cortex batch of {size}, no write",
-                "eventtrack_no_write",
-                size,
-                cortex_batch(size),
-                connections=connections,
-                stores=False,
-            )
-            for size, connections in ((1, 8), (1000, 4))
-        ]
+        found += cortex_pair("diagnostic", "no write", "eventtrack_no_write", stores=False)
     return found
 
 
