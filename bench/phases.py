@@ -1,7 +1,8 @@
 """Where a Cortex batch's time goes, in one process: ``python bench/phases.py``.
 
 Runs the example app in-process on a throwaway SQLite file and times each step
-of a batch of ``--size`` events (the suite's body: 50 users, 6 keys per event)
+of a batch of ``--size`` events (the suite's body: 50 users, 6 keys per event;
+every batch the store writes has new users, as in the suite)
 apart: JSON parsing, validation (the fast path), the pipeline's enrich (ids,
 times, user-id hashing), encoding ``props``, the store's write (which encodes
 again, then ``executemany`` and ``COMMIT``), and the whole request through the
@@ -12,7 +13,7 @@ for steadier numbers. No HTTP server, so no gunicorn or second worker.
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import os
 import statistics
 import sys
@@ -32,6 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["FLASK_EVENTTRACK_STORE_URL"] = f"sqlite:///{tempfile.mkdtemp()}/phases.db"
+    from bench.run import cortex_body
     from example_app import create_app
     from flask_eventtrack import get_state
     from flask_eventtrack.dialects._http import parse_json
@@ -41,12 +43,8 @@ def main() -> None:
     app = create_app({"SECRET_KEY": "bench"})
     state = get_state(app)
     reader = CortexReader(state)
-    items = [
-        {"user_id": f"user-0-0-{i % 50}", "type": "click", "item_id": f"item-{i}",
-         "timestamp": 1700000000, "device": "mobile", "price": 9.99}
-        for i in range(args.size)
-    ]  # fmt: skip
-    body = json.dumps({"data": items}).encode()
+    body = cortex_body(args.size, 0, 0)
+    batches = itertools.count(1)
 
     def enrich(events: list[Event]) -> list[Event]:
         received = utcnow()
@@ -55,7 +53,8 @@ def main() -> None:
         return events
 
     def validated() -> list[Event]:
-        return reader.read(body, None)[0]
+        """A new batch's events: the per-user index takes new users, as in the suite."""
+        return reader.read(cortex_body(args.size, 0, next(batches)), None)[0]
 
     timings: dict[str, list[float]] = {}
 
@@ -79,7 +78,8 @@ def main() -> None:
         timed("store write (encode, executemany, COMMIT)", state.store.write, lambda: enrich(validated()))
     timed(
         "whole request (Flask test client)",
-        lambda _: client.post("/cortex", data=body, content_type="application/json"),
+        lambda batch: client.post("/cortex", data=batch, content_type="application/json"),
+        lambda: cortex_body(args.size, 0, next(batches)),
     )
 
     print(f"Cortex batch of {args.size} events, in one process, median of {args.rounds}:")

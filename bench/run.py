@@ -48,22 +48,24 @@ class Scenario:
     prefilled: bool = False  # True: starts on a copy of the --prefill store instead of an empty one
 
 
-def cortex_batch(size: int) -> Callable[[int, int], bytes]:
-    """Cortex batches of ``size`` events for up to 50 users, new ones in every request."""
+def cortex_body(size: int, worker: int, n: int | str) -> bytes:
+    """A Cortex batch of ``size`` events for up to 50 users, new ones for every ``(worker, n)``."""
+    data = [
+        {
+            "user_id": f"user-{worker}-{n}-{i % 50}",
+            "type": "click",
+            "item_id": f"item-{i}",
+            "timestamp": 1700000000,
+            "device": "mobile",
+            "price": 9.99,
+        }
+        for i in range(size)
+    ]
+    return json.dumps({"data": data}).encode()
 
-    def body(worker: int, n: int | str) -> bytes:
-        data = [
-            {
-                "user_id": f"user-{worker}-{n}-{i % 50}",
-                "type": "click",
-                "item_id": f"item-{i}",
-                "timestamp": 1700000000,
-                "device": "mobile",
-                "price": 9.99,
-            }
-            for i in range(size)
-        ]
-        return json.dumps({"data": data}).encode()
+
+def cortex_batch(size: int) -> Callable[[int, int], bytes]:
+    """Requests of :func:`cortex_body`: a batch of 1 has one user."""
 
     # Each worker's body is built once and only its request number changes: the load
     # generator must not be the bottleneck, and the users must not repeat (until
@@ -74,7 +76,7 @@ def cortex_batch(size: int) -> Callable[[int, int], bytes]:
     def make(worker: int, n: int) -> bytes:
         template = templates.get(worker)
         if template is None:
-            template = templates[worker] = body(worker, "%N%")
+            template = templates[worker] = cortex_body(size, worker, "%N%")
         data = template.replace(b"%N%", str(n).encode())
         return http_request("POST", "/cortex", data, {"Content-Type": "application/json"})
 
@@ -366,7 +368,13 @@ def measure(
             migrate_store(env)
         proc = start_server(scenario.app, env, workers, threads)
         try:
-            warm = run_load(PORT, scenario.make_request, connections=scenario.connections, seconds=1.0)
+            # the warm-up's clients count from another worker number, so its users do not come back
+            warm_up = scenario.connections
+
+            def warm_request(worker: int, n: int) -> bytes:
+                return scenario.make_request(worker + warm_up, n)
+
+            warm = run_load(PORT, warm_request, connections=scenario.connections, seconds=1.0)
             cpu_before = worker_cpu_seconds(gunicorn_master(proc))
             result = run_load(PORT, scenario.make_request, connections=scenario.connections, seconds=seconds)
             cpu = worker_cpu_seconds(gunicorn_master(proc)) - cpu_before
