@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 
 from flask import Flask, request
 
@@ -110,7 +111,7 @@ def eventtrack_no_write() -> Flask:
 
     app = eventtrack()
 
-    def write(events: list[Event], rejections: list[Rejection] = ()) -> WriteResult:  # type: ignore[assignment]
+    def write(events: Sequence[Event], rejections: Sequence[Rejection] = ()) -> WriteResult:
         return WriteResult(stored=list(events), rejected=list(rejections))
 
     get_state(app).store.write = write  # type: ignore[method-assign]

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -423,7 +424,8 @@ print(json.dumps({{
         text=True,
         check=True,
     )
-    return json.loads(out.stdout)
+    measured: dict[str, float] = json.loads(out.stdout)
+    return measured
 
 
 def main() -> int:
@@ -520,7 +522,9 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def print_table(table: list[dict], ceiling: dict, raw: dict[str, float], args: argparse.Namespace) -> None:
+def print_table(
+    table: list[dict[str, Any]], ceiling: dict[str, Any], raw: dict[str, float], args: argparse.Namespace
+) -> None:
     print(
         f"\nflask-eventtrack benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"gunicorn {args.workers} {worker_kind(args.threads)} on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}, "
@@ -564,7 +568,7 @@ def worker_kind(threads: int) -> str:
     return "sync workers" if threads == 1 else f"gthread workers x {threads} threads"
 
 
-def save(table: list[dict], raw: dict[str, float], args: argparse.Namespace) -> None:
+def save(table: list[dict[str, Any]], raw: dict[str, float], args: argparse.Namespace) -> None:
     out = ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(
         json.dumps(
