@@ -6,8 +6,10 @@ SQLite and then on PostgreSQL (``tests/_pg.py``).
 
 from __future__ import annotations
 
+import gc
 import json
 import random
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +244,28 @@ def test_redact_keeps_the_shape_and_what_is_not_an_id(state: EventTrackState) ->
     assert reader.redact(document) == {
         "data": [{"user_id": [hashed, None, {key: hashed}], "type": "t", "n": [1, "alice"]}]
     }
+
+
+def test_long_ids_in_refused_bodies_do_not_stay_in_memory(
+    client: FlaskClient, state: EventTrackState
+) -> None:
+    """Every id in a refused body is hashed, and a body may be one id of ~1 MB. The
+    hash cache kept each of them until 2026-12-07: ~1 MB of memory per request,
+    up to its 65 536 entries, from anyone who can reach the endpoint."""
+    client.post(URL, json={"data": [{"user_id": "warm", "type": "t", "timestamp": "bad"}]})
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(40):
+            item = {"user_id": f"{i}-" + "x" * 200_000, "type": "t", "timestamp": "bad"}
+            assert client.post(URL, json={"data": [item]}).status_code == 200
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(rejected(state)) == 41
+    assert kept < 1_000_000, f"{kept} bytes kept after 40 refused bodies of 200 KB"
 
 
 # -- 5. the signature binds exactly the body received ---------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -213,6 +215,19 @@ def test_user_hash_is_keyed_stable_and_case_sensitive(tmp_path: Any) -> None:
     assert key_one.user_key("alice") != key_one.user_key("Alice")
     assert key_one.user_key("alice") != key_two.user_key("alice")
     assert len(key_one.user_key("alice")) == 32
+
+
+def test_user_hash_is_the_same_for_ids_remembered_or_not(tmp_path: Any) -> None:
+    """Stored keys must not change between releases or with an id's length: the
+    HMAC-SHA256 of the id under sha256("eventtrack.user-id:" + key), 32 hex chars."""
+    app = make_app(tmp_path)
+    EventTrack(app)
+    pipeline = get_state(app).pipeline
+    secret = hashlib.sha256(b"eventtrack.user-id:k").digest()
+    for user_id in ("alice", "x" * 128, "x" * 129, "y" * 5000, "\u00e9\ud800"):
+        expected = hmac.new(secret, user_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+        assert pipeline.user_key(user_id) == expected
+        assert pipeline.user_key(user_id) == expected  # a second time: from the cache where it is kept
 
 
 # -- hooks and signals ----------------------------------------------------------------

@@ -52,9 +52,9 @@ def store(open_store: Any) -> Store:
     return s
 
 
-def ev(user: str = "u1", *, at: datetime = T0, **kw: Any) -> Event:
+def ev(user: str = "u1", *, at: datetime = T0, type_: str = "click", **kw: Any) -> Event:
     kw.setdefault("received_at", at)
-    return Event(type="click", user=user, tenant="t1", source="test", occurred_at=at, id=new_event_id(), **kw)
+    return Event(type=type_, user=user, tenant="t1", source="test", occurred_at=at, id=new_event_id(), **kw)
 
 
 def execute(store: Store, sql: str, *args: Any) -> None:
@@ -96,6 +96,34 @@ def test_definitions_row_over_the_cap_keeps_its_names_and_takes_no_more(store: S
     store._known.clear()  # as in a new worker
     store.write([ev(props={"a": 1})])
     assert params_of(store) == legacy
+
+
+def test_remembered_definitions_stay_bounded_and_the_catalog_keeps_every_type(
+    store: Store, monkeypatch: Any
+) -> None:
+    """A client inventing event types and keys must not grow each worker's memory
+    without bound; what a worker forgot, the catalog still has, and still merges."""
+    monkeypatch.setattr("flask_eventtrack.stores.MAX_KNOWN_NAMES", 30)
+
+    def remembered() -> int:
+        return sum(1 + len(params) for params in store._known.values())
+
+    store.write([ev(type_=f"kind{i:02d}", props={"a": 1}) for i in range(25)])  # one batch: 50 names
+    assert 0 < remembered() <= 30
+    for i in range(25):
+        store.write([ev(type_=f"kind{i:02d}", props={"b": 1, f"only{i}": 1})])
+        assert remembered() <= 30
+    store.write([ev(type_="kind00", props={"a": 1, "c": 1})])
+    catalog = {row["name"]: row["params"] for row in store.definitions()}
+    assert len(catalog) == 25
+    assert catalog["kind00"] == ["a", "b", "c", "only0"]
+    assert all(catalog[f"kind{i:02d}"] == ["a", "b", f"only{i}"] for i in range(1, 25))
+
+
+def test_a_known_definition_costs_no_catalog_write(store: Store) -> None:
+    """The bound must not cost the common case: a type seen before, nothing new."""
+    store.write([ev(type_=f"kind{i}", props={"a": 1}) for i in range(100)])
+    assert store.new_definitions([ev(type_="kind7", props={"a": 1})]) == []
 
 
 # -- a user with more linked ids than SQLite binds variables ------------------

@@ -78,6 +78,11 @@ STATS_SQL = """
 #: Parameter names kept per event definition: a client sending ever new keys
 #: must not grow one catalog row (and each worker's memory) without bound.
 MAX_DEFINITION_PARAMS = 256
+#: Names (event types and their parameter names) each process remembers having
+#: put in the catalog: ~1.5 MB for names of ordinary length. Past this many (a
+#: client inventing types or keys) it forgets them all and starts over; the
+#: catalog's upsert merges, so forgetting costs only a redundant write.
+MAX_KNOWN_NAMES = 16384
 
 
 def ceil_ms(value: datetime) -> datetime | None:
@@ -157,6 +162,7 @@ class Store(abc.ABC):
         #: (tenant, source, type) -> parameter names this process already put in
         #: the definitions catalog; see :meth:`new_definitions`.
         self._known: dict[tuple[str, str, str], frozenset[str]] = {}
+        self._known_names = 0  # types and parameter names in _known
 
     # -- helpers shared by the SQL stores ------------------------------------
     def encode(self, events: Sequence[Event]) -> tuple[list[tuple[Event, str]], list[Rejection]]:
@@ -233,8 +239,14 @@ class Store(abc.ABC):
 
     def remember_definitions(self, new: Sequence[tuple[tuple[str, str, str], frozenset[str]]]) -> None:
         """Call after COMMIT with what :meth:`new_definitions` returned."""
+        known = self._known
         for group, params in new:
-            self._known[group] = self._known.get(group, frozenset()) | params
+            if self._known_names + len(params) + 1 > MAX_KNOWN_NAMES:
+                known.clear()
+                self._known_names = 0
+            have = known.get(group)
+            known[group] = params if have is None else have | params
+            self._known_names += len(params) + (have is None)
 
     @staticmethod
     def where_clause(
