@@ -157,6 +157,12 @@ def scenarios(token: str | None, diagnose: bool = False, prefill: int = 0) -> li
         found += cortex_pair("eventtrack", f"{short_count(prefill)} stored", "eventtrack", prefilled=True)
     if diagnose:  # what the request costs without the store's transaction (nothing is stored)
         found += cortex_pair("diagnostic", "no write", "eventtrack_no_write", stores=False)
+        # what Cortex's HTTP exchange alone costs (JSON POST in, 200 JSON out), nothing else
+        found.append(
+            Scenario(
+                "diagnostic: bare route, Cortex exchange", "bare_cortex", 0, cortex_batch(1), stores=False
+            )
+        )
     return found
 
 
@@ -273,7 +279,7 @@ def gunicorn_master(proc: subprocess.Popen[bytes]) -> int:
 
 def stored_events(workdir: Path, app: str, store_url: str | None = None) -> int:
     path = workdir / ("naive.db" if app in ("naive", "careful") else "events.db")
-    if app == "bare":
+    if app.startswith("bare"):
         return 0
     if app.startswith("eventtrack") and store_url:
         import psycopg
