@@ -2,10 +2,9 @@
 
 Schema is created and versioned with sqlite-utils migrations (``sqlite_schema``). Each thread of
 each process keeps one connection (opened lazily, reopened after a fork), and
-every write is one ``BEGIN IMMEDIATE`` transaction, which event writes from
-concurrent threads of one process share (``group_commit``): writers queue on
-SQLite's lock for up to the busy timeout, and a write that still cannot get it
-raises :class:`StoreUnavailable` (a 503), never a silent loss. Reads that fail (a file
+every write is one ``BEGIN IMMEDIATE`` transaction: writers queue on SQLite's
+lock for up to the busy timeout, and a write that still cannot get it raises
+:class:`StoreUnavailable` (a 503), never a silent loss. Reads that fail (a file
 that cannot be opened, a disk I/O error) are 503s as well.
 """
 
@@ -26,7 +25,6 @@ from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
 from ..events import Event, Rejection, format_time, parse_time, utcnow
 from . import MAX_DEFINITION_PARAMS, STATS_SQL, EventQuery, Store, WriteResult, _by_tenant, merge_attributes
-from .group_commit import GroupCommit
 from .sqlite_schema import migrate
 
 log = logging.getLogger("flask_eventtrack")
@@ -110,7 +108,6 @@ class SQLiteStore(Store):
         super().__init__(url, payload_limit=payload_limit)
         self.wal_autocheckpoint = int(wal_autocheckpoint)
         self._lock, self._lock_pid = threading.RLock(), _pid
-        self._group, self._group_pid = GroupCommit(self._transaction, self._unavailable), _pid
         path = urlsplit(url).path
         if not path.startswith("/") or path == "/":
             raise ConfigurationError(f"SQLite store URL {url!r} has no file path.")
@@ -220,27 +217,22 @@ class SQLiteStore(Store):
 
     # -- writing ---------------------------------------------------------
     def write(self, events: Sequence[Event], rejections: Sequence[Rejection] = ()) -> WriteResult:
+        result = WriteResult()
         storable, unstorable_events = self.encode(events)
         rejected = [*rejections, *unstorable_events]
-
-        def work(conn: sqlite3.Connection) -> tuple[WriteResult, list[Any]]:
-            result = WriteResult()
-            rejected_here = list(rejected)  # a fresh list each try: nothing kept from a failed one
+        with self._transaction() as conn:
             plain = [(e, p) for e, p in storable if not e.has_directives]
             if plain:
                 conn.executemany(_INSERT, [e.to_row(time=format_time, props=p) for e, p in plain])
                 result.stored.extend(e for e, _ in plain)
             for event, props in storable:
                 if event.has_directives:
-                    self._write_directed(conn, event, props, result, rejected_here)
-            new_definitions = self._update_definitions(conn, result.stored) if result.stored else []
-            if rejected_here:
-                conn.executemany(_INSERT_REJECTED, [self._rejection_row(r) for r in rejected_here])
-            result.rejected = rejected_here
-            return result, new_definitions
-
-        result, new_definitions = self._group_commit().run(work)
+                    self._write_directed(conn, event, props, result, rejected)
+            new_definitions = self._update_definitions(conn, result.stored) if result.stored else ()
+            if rejected:
+                conn.executemany(_INSERT_REJECTED, [self._rejection_row(r) for r in rejected])
         self.remember_definitions(new_definitions)  # committed: remember them
+        result.rejected = rejected
         return result
 
     def _write_directed(
@@ -453,12 +445,6 @@ class SQLiteStore(Store):
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
-
-    def _group_commit(self) -> GroupCommit:
-        """This process's group of event writes (a forked child starts its own)."""
-        if self._group_pid != _pid:
-            self._group, self._group_pid = GroupCommit(self._transaction, self._unavailable), _pid
-        return self._group
 
     def check(self) -> None:
         with self._guard():
