@@ -195,6 +195,21 @@ def server_env(workdir: Path, synchronous: str, store_url: str | None = None) ->
     return env
 
 
+def port_is_free() -> None:
+    """Refuse to start when something already listens on PORT: the load would go to
+    that server (another benchmark, a test run beside it) and its events would be
+    counted against this run's store, or this run's against its."""
+    with socket.socket() as probe:
+        # As gunicorn binds: connections of a previous run left in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", PORT))
+        except OSError as exc:
+            raise RuntimeError(
+                f"127.0.0.1:{PORT} is in use ({exc.strerror}): is another benchmark or its test running?"
+            ) from None
+
+
 def start_server(
     app: str, env: dict[str, str], workers: int = 2, threads: int = 1
 ) -> subprocess.Popen[bytes]:
@@ -216,9 +231,12 @@ def start_server(
         "warning",
         f"bench.apps:{app}()",
     ]
+    port_is_free()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     deadline = time.time() + 30
     while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn ({app}) exited with status {proc.returncode}")
         try:
             socket.create_connection(("127.0.0.1", PORT), timeout=0.2).close()
             time.sleep(0.5)  # let both workers boot

@@ -34,3 +34,20 @@ def test_a_prefilled_run_counts_only_its_own_events(tmp_path: Path) -> None:
 
 def test_short_count() -> None:
     assert [short_count(n) for n in (2_000_000, 1_500_000, 250_000, 999)] == ["2M", "1.5M", "250k", "999"]
+
+
+def test_a_server_does_not_start_on_a_port_another_one_holds(tmp_path: Path) -> None:
+    """The load of a run must reach its own server: with another one listening on the
+    port (a second benchmark), it would be measured and its events miscounted."""
+    import socket
+
+    import pytest
+
+    from bench.run import PORT, server_env, start_server
+
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", PORT))
+        other.listen()
+        with pytest.raises(RuntimeError, match=f"127.0.0.1:{PORT} is in use"):
+            start_server("bare", server_env(tmp_path, "NORMAL"))
