@@ -84,6 +84,10 @@ def cortex_batch(size: int) -> Callable[[int, int], bytes]:
     return make
 
 
+def bare_request(worker: int, n: int) -> bytes:
+    return http_request("GET", "/bare")
+
+
 def naive_request(worker: int, n: int) -> bytes:
     body = json.dumps({"user_id": f"user-{worker}-{n}", "type": "click", "item_id": "item-1"}).encode()
     return http_request("POST", "/naive", body, {"Content-Type": "application/json"})
@@ -137,7 +141,7 @@ def cortex_pair(kind: str, setting: str, app: str, **options: bool) -> list[Scen
 
 def scenarios(token: str | None, diagnose: bool = False, prefill: int = 0) -> list[Scenario]:
     found = [
-        Scenario("ceiling: bare Flask route (204)", "bare", 0, lambda w, n: http_request("GET", "/bare")),
+        Scenario("ceiling: bare Flask route (204)", "bare", 0, bare_request),
         Scenario("peer: naive insert+commit per request", "naive", 1, naive_request),
         Scenario("peer: careful (connection per worker, WAL)", "careful", 1, naive_request),
     ]

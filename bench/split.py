@@ -28,12 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import http_request  # noqa: E402
 from bench.run import (  # noqa: E402
     CLIENT_CPU,
     ROOT,
     SERVER_CPU,
     Scenario,
+    bare_request,
     cortex_batch,
     ibexa_click,
     measure,
@@ -41,11 +41,6 @@ from bench.run import (  # noqa: E402
     naive_request,
     server_env,
 )
-
-
-def bare_request(worker: int, n: int) -> bytes:
-    return http_request("GET", "/bare")
-
 
 SCENARIOS = {
     "ceiling": Scenario("ceiling: bare Flask route (204)", "bare", 0, bare_request, stores=False),
