@@ -503,29 +503,31 @@ def main() -> int:
     # Rounds outside, scenarios inside: slow drift of a shared machine hits every
     # scenario alike instead of whichever happened to run last.
     all_runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in chosen}
-    prefill_dir = tempfile.TemporaryDirectory(prefix="etbench-prefill-")
-    prefilled = None
-    if any(s.prefilled for s in chosen):
-        print(f"filling a store with {args.prefill} events ...", file=sys.stderr)
-        prefilled = (prefilled_database(args.prefill, Path(prefill_dir.name)), args.prefill)
-    for round_ in range(args.runs):
-        for scenario in chosen:
-            run = measure(
-                scenario,
-                args.seconds,
-                args.synchronous,
-                {} if has_synerise else None,
-                args.store,
-                args.workers,
-                args.threads,
-                prefilled,
-            )
-            all_runs[scenario.name].append(run)
-            print(
-                f"round {round_ + 1}: {scenario.name}: {run['rps']:.0f} req/s, "
-                f"{run['cpu_us']:.0f} us CPU/request, stored==2xx: {bool(run['lossless'])}",
-                file=sys.stderr,
-            )
+    # A with block: a run that raises (a busy port, a server that does not start) leaves no
+    # copy of a big prefilled store in /tmp.
+    with tempfile.TemporaryDirectory(prefix="etbench-prefill-") as prefill_dir:
+        prefilled = None
+        if any(s.prefilled for s in chosen):
+            print(f"filling a store with {args.prefill} events ...", file=sys.stderr)
+            prefilled = (prefilled_database(args.prefill, Path(prefill_dir)), args.prefill)
+        for round_ in range(args.runs):
+            for scenario in chosen:
+                run = measure(
+                    scenario,
+                    args.seconds,
+                    args.synchronous,
+                    {} if has_synerise else None,
+                    args.store,
+                    args.workers,
+                    args.threads,
+                    prefilled,
+                )
+                all_runs[scenario.name].append(run)
+                print(
+                    f"round {round_ + 1}: {scenario.name}: {run['rps']:.0f} req/s, "
+                    f"{run['cpu_us']:.0f} us CPU/request, stored==2xx: {bool(run['lossless'])}",
+                    file=sys.stderr,
+                )
     table = []
     ok = True
     for scenario in chosen:
@@ -542,7 +544,6 @@ def main() -> int:
                 "events_per_request": scenario.events_per_request,
             }
         )
-    prefill_dir.cleanup()
     raw = raw_executemany()
     ceiling = table[0]
     print_table(table, ceiling, raw, args)
