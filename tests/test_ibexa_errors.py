@@ -234,3 +234,32 @@ class TestCredentials:
 def test_bad_settings_fail_at_init_app(config: dict[str, Any], extra: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         create_app({**config, **extra})
+
+
+def test_the_host_apps_max_content_length_is_a_plain_413_and_logged(config: dict[str, Any]) -> None:
+    """Flask's own 413 would be an HTML page, and nothing would reach the rejected log."""
+    from flask_eventtrack import get_state
+
+    app = create_app({**config, "MAX_CONTENT_LENGTH": 100})
+    try:
+        response = app.test_client().post(
+            "/api/00000/click/u/1/2", data="a=" + "x" * 300, content_type="application/x-www-form-urlencoded"
+        )
+        assert response.status_code == 413 and response.mimetype == "text/plain"
+        assert b"MAX_CONTENT_LENGTH of 100 bytes" in response.data
+        (rejection,) = refusals(get_state(app))
+        assert rejection.reason == "size_violation" and "MAX_CONTENT_LENGTH of 100" in rejection.message
+    finally:
+        get_state(app).store.close()
+
+
+def test_parameters_another_event_code_defines_stay_unchecked_extras(
+    client: FlaskClient, state: EventTrackState
+) -> None:
+    """``percentage`` is checked (0..100) on consume only: on a click it is an extra, kept
+    as sent under ``extra``, never beside the checked parameters as if it were one."""
+    assert client.get("/api/00000/click/u/1/5?percentage=999&rating=-3&quantity=abc").status_code == 204
+    assert client.get("/api/00000/consume/u/1/5?percentage=50&triggername=x").status_code == 204
+    click, consume = state.store.iter_events(EventQuery(source="ibexa"))
+    assert click.props == {"extra": {"percentage": "999", "rating": "-3", "quantity": "abc"}}
+    assert consume.props == {"percentage": 50, "extra": {"triggername": "x"}}

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urlsplit
 
 from flask import Blueprint, Request, Response, current_app, request
 from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 
 from .. import links
@@ -226,8 +227,11 @@ class IbexaReader:
                 loaded = schema.load(data)
             except ValidationError as exc:
                 raise BadPayload(_messages(exc.messages), errors=exc.messages) from None
+        # A parameter this event code does not define (``percentage`` on a click) is an
+        # extra, unchecked: it goes under ``extra`` only, never beside the checked ones.
+        known = {key: value for key, value in loaded.items() if key in schema.fields}
         extras = {key: value for key, value in loaded.items() if key not in schema.fields}
-        return self.build(customerid, code, loaded, extras)
+        return self.build(customerid, code, known, extras)
 
     @staticmethod
     def raw_uri(req: Request) -> str:
@@ -486,8 +490,13 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
             pipeline.submit(events)
         return Response(status=204)
 
-    @bp.errorhandler(PayloadTooLarge)
-    def too_large(error: PayloadTooLarge) -> Response:
+    # Ours (PayloadTooLarge) and the host app's MAX_CONTENT_LENGTH (werkzeug's parent class).
+    @bp.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> Response:
+        if not isinstance(error, PayloadTooLarge):
+            error = PayloadTooLarge(
+                f"The body is over the app's MAX_CONTENT_LENGTH of {request.max_content_length} bytes."
+            )
         args = request.view_args or {}
         customerid, code = str(args.get("customerid", "")), str(args.get("event", "")).lower()
         rejection = reader.rejection(customerid, code, str(args.get("rest", "")), error)
