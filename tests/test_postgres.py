@@ -516,3 +516,59 @@ def test_a_child_forked_while_a_thread_opens_the_pool_does_not_wait_for_it() -> 
         opening.join(timeout=10)
         store.close()
         server.close()
+
+
+@pytest.fixture
+def app_role(pg_database: str, admin: psycopg.Connection[Any]) -> Iterator[tuple[str, str]]:
+    """A login role without CREATE on the database, and its own URL: how many
+    deployments run the app, with the schema made beforehand by an administrator."""
+    role = f"et_app_{os.urandom(4).hex()}"
+    database = pg_database.rsplit("/", 1)[1]
+    admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    admin.execute(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC, "{role}"')
+    try:
+        yield role, pg_database.replace("postgres@", f"{role}@", 1)
+    finally:
+        admin.execute(f'REASSIGN OWNED BY "{role}" TO postgres')
+        admin.execute(f'DROP OWNED BY "{role}"')
+        admin.execute(f'DROP ROLE "{role}"')
+
+
+def _event(user: str) -> Event:
+    return Event(
+        tenant="t", source="s", type="x", user=user, occurred_at=T0, received_at=T0, id=os.urandom(8).hex()
+    )
+
+
+def test_a_role_without_create_on_the_database_runs_on_a_schema_made_for_it(
+    app_role: tuple[str, str], admin: psycopg.Connection[Any], schema: str
+) -> None:
+    """PostgreSQL checks CREATE before IF NOT EXISTS: the store must not even ask."""
+    role, url = app_role
+    admin.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{role}"')
+    store = store_from_url(url, schema=schema, connect_timeout=2)
+    try:
+        assert len(store.write([_event("u1")]).stored) == 1  # migrated by its owner, then written
+        assert store.count_events(EventQuery()) == 1
+    finally:
+        store.close()
+    again = store_from_url(url, schema=schema, connect_timeout=2)  # an up-to-date schema: no CREATE at all
+    try:
+        assert len(again.write([_event("u2")]).stored) == 1
+        assert again.count_events(EventQuery()) == 2
+    finally:
+        again.close()
+
+
+def test_a_role_without_the_privileges_it_needs_gets_a_503_not_a_500(
+    app_role: tuple[str, str], pg_store: PostgresStore
+) -> None:
+    role, url = app_role
+    pg_store.write([_event("u1")])  # the schema exists, made by another role
+    store = store_from_url(url, schema=pg_store.schema, connect_timeout=2)
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.write([_event("u2")])
+    finally:
+        store.close()
+    assert pg_store.count_events(EventQuery()) == 1

@@ -34,9 +34,14 @@ log = logging.getLogger("flask_eventtrack")
 T = TypeVar("T")
 
 #: What makes the store unavailable (server down or restarting, connection cut,
-#: pool exhausted, disk full, a read-only standby after failover). Other psycopg
-#: errors are bugs and stay errors.
-UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+#: pool exhausted, disk full, a read-only standby after failover, a role without
+#: the privileges it needs: the operator's to fix, a 503 and the reason in the log
+#: until then). Other psycopg errors are bugs and stay errors.
+UNAVAILABLE = (
+    psycopg.OperationalError,
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg.errors.InsufficientPrivilege,
+)
 
 
 class Connections:

@@ -131,16 +131,27 @@ def migrate(conn: psycopg.Connection[Any], schema: str) -> list[int]:
     applied: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        # Only what is missing is created: PostgreSQL checks the privilege of a CREATE
+        # ... IF NOT EXISTS before it looks, so an app role without CREATE on the
+        # database could not even start on a schema made for it beforehand.
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        elif conn.execute("SELECT has_schema_privilege(%s, 'USAGE')", (schema,)).fetchone() != (True,):
+            # Else search_path would skip it in silence, and the tables "not exist".
+            raise psycopg.errors.InsufficientPrivilege(
+                f"permission denied for schema {schema}: the role needs USAGE on it"
+                " (and SELECT, INSERT, UPDATE on its tables)"
+            )
         conn.execute(
             "SELECT set_config('search_path', %s, true), set_config('TimeZone', 'UTC', true)",
             (sql.Identifier(schema).as_string(conn),),
         )
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        if conn.execute("SELECT to_regclass('schema_version')").fetchone() == (None,):
+            conn.execute(
+                "CREATE TABLE schema_version ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
         if done and max(done) > SCHEMA_VERSION:
             log.warning(
