@@ -210,6 +210,8 @@ def _unstorable_shape(event: Event) -> str | None:
             return f"{name} is out of range once converted to UTC"
     if not isinstance(event.props, dict) or not all(isinstance(key, str) for key in event.props):
         return "props must be a dict with text keys"
+    if event.links_to is not None and not event.user:
+        return "links_to needs a user: an identity link joins two users (clear links_to with the user)"
     if event.once_per is not None and not isinstance(event.once_per, timedelta):
         return f"once_per must be a timedelta or None, not {type(event.once_per).__name__}"
     merge = event.merge_profile

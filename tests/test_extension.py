@@ -402,6 +402,8 @@ def _rename_type(event: Event) -> None:
         (lambda e: setattr(e, "props", None), "props must be a dict with text keys"),
         (lambda e: setattr(e, "received_at", "now"), "received_at must be a datetime"),
         (lambda e: setattr(e, "once_per", 20), "once_per must be a timedelta or None"),
+        # An identity link from no one: SQLite kept a row with a NULL user, PostgreSQL raised.
+        (lambda e: (setattr(e, "links_to", "other"), setattr(e, "user", None)), "links_to needs a user"),
         (
             lambda e: setattr(e, "occurred_at", datetime(1, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))),
             "occurred_at is out of range once converted to UTC",
