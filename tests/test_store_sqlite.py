@@ -288,3 +288,31 @@ def test_a_relative_database_path_keeps_its_file_when_the_process_changes_direct
         assert not (elsewhere / "relative.db").exists()
     finally:
         store.close()
+
+
+def test_a_file_that_is_not_a_database_is_a_configuration_error_naming_it(tmp_path: Any) -> None:
+    """Not a raw sqlite3 traceback after 20 retries meant for workers racing to migrate."""
+    path = tmp_path / "corrupt.db"
+    path.write_text("garbage that is no SQLite file\n" * 100)
+    with pytest.raises(ConfigurationError, match=rf"{path} cannot be opened: file is not a database"):
+        store_from_url(f"sqlite:///{path}")
+
+
+def test_a_directory_that_cannot_be_made_is_a_configuration_error(tmp_path: Any) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigurationError, match="directory .*a-file cannot be created"):
+        store_from_url(f"sqlite:///{tmp_path / 'a-file' / 'events.db'}")
+
+
+@pytest.mark.parametrize(("folder", "cut"), [("run#2", "run"), ("what?", "what"), ("50%", "50%")])
+def test_a_path_with_url_punctuation_opens_that_very_file(tmp_path: Any, folder: str, cut: str) -> None:
+    """An instance folder named ``run#2`` must not become a database file named ``run``."""
+    path = tmp_path / folder / "events.db"
+    store = store_from_url(f"sqlite:///{path}")
+    try:
+        assert isinstance(store, SQLiteStore) and store.path == str(path)
+        store.write([_event("a")])
+        assert path.exists()
+        assert folder == cut or not (tmp_path / cut).exists()  # urlsplit's path ended there
+    finally:
+        store.close()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from .._json import dumps as _dumps
 from ..errors import ConfigurationError, StoreUnavailable
@@ -108,7 +108,9 @@ class SQLiteStore(Store):
         super().__init__(url, payload_limit=payload_limit)
         self.wal_autocheckpoint = int(wal_autocheckpoint)
         self._lock, self._lock_pid = threading.RLock(), _pid
-        path = urlsplit(url).path
+        # Everything after the authority is the path: urlsplit would cut it at a "#" or
+        # a "?" (an instance folder "run#2") and open another file without a word.
+        path = "/" + url.partition("://")[2].partition("/")[2] if "://" in url else ""
         if not path.startswith("/") or path == "/":
             raise ConfigurationError(f"SQLite store URL {url!r} has no file path.")
         if path[1:] == ":memory:":
@@ -128,7 +130,12 @@ class SQLiteStore(Store):
         self.retry_after = retry_after
         self._local = threading.local()
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"The SQLite store's directory {directory} cannot be created: {exc.strerror}."
+            ) from exc
         self._migrate()
 
     # -- connections -----------------------------------------------------
@@ -197,6 +204,7 @@ class SQLiteStore(Store):
     def _migrate(self) -> None:
         # Several workers may start at once: the loser of a race sees an
         # IntegrityError or a lock, and retries to find nothing pending.
+        # Anything else (not a database, a directory, no permission) fails at once, in a sentence.
         for attempt in range(20):
             try:
                 conn = self._connect(create=True)
@@ -205,9 +213,11 @@ class SQLiteStore(Store):
                 finally:
                     conn.close()
                 return
-            except sqlite3.Error:
-                if attempt == 19:
-                    raise
+            except sqlite3.Error as exc:
+                racing = isinstance(exc, sqlite3.IntegrityError) or "locked" in str(exc) or "busy" in str(exc)
+                if attempt == 19 or not racing:
+                    message = f"The SQLite store {self.path} cannot be opened: {exc}."
+                    raise ConfigurationError(message) from exc
                 time.sleep(0.05 * (attempt + 1))
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
