@@ -96,6 +96,19 @@ def checked_bool(key: str, value: Any) -> bool:
     raise ConfigurationError(f"{key} must be True or False, not {value!r}.")
 
 
+def checked_text(key: str, value: Any, *, optional: bool = False) -> Any:
+    """``value`` of a text ``key``. ``FLASK_EVENTTRACK_CORTEX_TENANT=123`` arrives as the
+    number 123 (Flask reads the environment as JSON): that is the text ``"123"``.
+
+    :raises ConfigurationError: for anything else that is not text (``null``, ``true``, a list).
+    """
+    if isinstance(value, str | bytes) or (optional and value is None):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigurationError(f"{key} must be text, not {value!r}.")
+
+
 def all_defaults(dialects: list[str] | None = None) -> dict[str, Any]:
     """Core defaults plus each dialect module's own ``CONFIG`` defaults."""
     return _merged("CONFIG", DEFAULTS, dialects)
@@ -119,4 +132,6 @@ def as_list(value: Any) -> list[str]:
     """Config lists may come from the environment as ``"a,b"``."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):  # FLASK_..._CUSTOMERS=12345, as JSON
+        return [str(value)]
     return [str(part) for part in value or ()]

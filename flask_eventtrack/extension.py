@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app
 
-from .config import DEFAULTS, all_defaults, all_numbers, as_list, checked_bool, checked_number
+from .config import DEFAULTS, all_defaults, all_numbers, as_list, checked_bool, checked_number, checked_text
 from .dialects import available_dialects
 from .errors import ConfigurationError
 from .events import Event
@@ -22,6 +22,9 @@ from .stores import Store, WriteResult, store_from_url
 __all__ = ["EventTrack", "get_state"]
 
 H = TypeVar("H", bound=EventHook)
+
+#: Text settings whose default is None (unset).
+_OPTIONAL_TEXT = ("EVENTTRACK_STORE_URL", "EVENTTRACK_HASH_KEY")
 
 
 @dataclass
@@ -94,6 +97,8 @@ class EventTrack:
             app.config.setdefault(key, default)
             if isinstance(default, bool):
                 app.config[key] = checked_bool(key, app.config[key])
+            elif isinstance(default, str) or key in _OPTIONAL_TEXT:
+                app.config[key] = checked_text(key, app.config[key], optional=default is None)
         for key, bounds in all_numbers(wanted).items():
             if defaults[key] is None and str(app.config[key]).strip() in ("None", "", "0"):
                 app.config[key] = None  # optional, and unset (or 0, or an empty FLASK_... variable)
@@ -109,7 +114,9 @@ class EventTrack:
 
         hash_user = None
         if config["EVENTTRACK_HASH_USER_IDS"]:
-            hash_key: str | bytes | None = config["EVENTTRACK_HASH_KEY"] or app.config.get("SECRET_KEY")
+            hash_key: str | bytes | None = config["EVENTTRACK_HASH_KEY"] or checked_text(
+                "SECRET_KEY", app.config.get("SECRET_KEY"), optional=True
+            )
             if not hash_key:
                 raise ConfigurationError(
                     "flask-eventtrack hashes user ids with a secret key: set SECRET_KEY or"

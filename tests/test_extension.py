@@ -141,6 +141,58 @@ def test_a_setting_that_is_not_clearly_true_or_false_fails_in_init_app(
         EventTrack(app)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FLASK_EVENTTRACK_HASH_KEY", "12345"),
+        ("FLASK_SECRET_KEY", "123456"),
+        ("FLASK_EVENTTRACK_CORTEX_TENANT", "42"),
+        ("FLASK_EVENTTRACK_IBEXA_CUSTOMERS", "12345"),
+    ],
+)
+def test_text_settings_that_look_like_numbers_in_the_environment_are_text(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """Flask reads ``FLASK_*`` variables as JSON, so ``12345`` arrives as a number: a
+    secret, a tenant or a customer id made of digits is still that text, not a TypeError."""
+    from example_app import create_app
+
+    monkeypatch.setenv("FLASK_SECRET_KEY", "s")
+    monkeypatch.setenv(variable, value)
+    app = create_app({"EVENTTRACK_STORE_URL": f"sqlite:///{tmp_path}/e.db"})
+    try:
+        state = get_state(app)
+        key = variable.removeprefix("FLASK_")
+        if key == "EVENTTRACK_IBEXA_CUSTOMERS":
+            assert app.extensions["eventtrack_ibexa"].customers == {value}
+        elif key in ("EVENTTRACK_HASH_KEY", "SECRET_KEY"):
+            from flask_eventtrack.signing import make_user_hasher
+
+            assert state.pipeline.user_key("alice") == make_user_hasher(value)("alice")
+        else:
+            assert state.config[key] == value
+    finally:
+        get_state(app).store.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("EVENTTRACK_HASH_KEY", False),
+        ("EVENTTRACK_SQLITE_SYNCHRONOUS", None),
+        ("EVENTTRACK_POSTGRES_SCHEMA", None),
+        ("EVENTTRACK_CORTEX_TENANT", ["a"]),
+        ("EVENTTRACK_STORE_URL", 5.5),
+    ],
+)
+def test_a_text_setting_that_is_not_text_fails_in_init_app(tmp_path: Any, key: str, value: Any) -> None:
+    """``FLASK_EVENTTRACK_POSTGRES_SCHEMA=null`` would have been a schema named "None"."""
+    app = make_app(tmp_path)
+    app.config[key] = value
+    with pytest.raises(ConfigurationError, match=f"{key} must be text, not"):
+        EventTrack(app)
+
+
 def test_number_settings_given_as_text_are_converted_once(tmp_path: Any) -> None:
     app = make_app(
         tmp_path, EVENTTRACK_MAX_CONTENT_LENGTH=" 2048 ", EVENTTRACK_POSTGRES_CONNECT_TIMEOUT="2.5"
