@@ -92,8 +92,7 @@ def cli() -> None:
 @click.option("--type", "type_", help="Only this event type.")
 @click.option(
     "--source",
-    type=click.Choice(["cortex", "ibexa", "synerise", "profile", "app"]),
-    help="Only this dialect.",
+    help="Only this source: a dialect (cortex, ibexa, synerise, profile) or what emit() was given.",
 )
 @click.option(
     "--since",

@@ -57,6 +57,10 @@ def test_export_filters(app: Flask, client: FlaskClient, state: EventTrackState)
     assert [r["item_id"] for r in window] == ["B"]
     assert lines(run(app, "export", "--tenant", "nobody").stdout) == []
     assert len(lines(run(app, "export", "--source", "cortex").stdout)) == 3
+    with app.app_context():
+        state.extension.emit("signup", user="carol", source="shop")
+    (emitted,) = lines(run(app, "export", "--source", "shop").stdout)  # emit() names its own sources
+    assert emitted["type"] == "signup"
 
 
 def test_export_rejected_log_and_csv(app: Flask, client: FlaskClient, tmp_path: Any) -> None:

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = [
     (["export", "--tenant", BAD], "'--tenant'"),
     (["export", "--type", BAD], "'--type'"),
+    (["export", "--source", BAD], "'--source'"),
     (["export", "--user", BAD], "'--user'"),
     (["keys", "create", "--tenant", BAD], "'--tenant'"),
     (["keys", "create", "--tenant", "shop", "--label", BAD], "'--label'"),
