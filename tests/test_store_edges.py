@@ -210,3 +210,12 @@ def test_local_time_bounds_round_in_utc_across_a_dst_change(store: Store) -> Non
     since = datetime(2025, 11, 2, 1, 30, 0, 500, tzinfo=new_york, fold=1)
     assert [e.item_id for e in store.iter_events(EventQuery(since=since))] == []
     assert [e.item_id for e in store.iter_events(EventQuery(until=since))] == ["before", "inside"]
+
+
+@pytest.mark.parametrize("bound", ["since", "until"])
+def test_a_naive_time_bound_is_refused_not_read_two_ways(bound: str) -> None:
+    """SQLite took a naive bound for local time and PostgreSQL for UTC: the same query read
+    different events. Like ``emit()``, a query takes aware times only."""
+    with pytest.raises(ValueError, match=f"EventQuery.{bound} must be an aware datetime"):
+        EventQuery(**{bound: datetime(2026, 1, 5, 8, 0)})
+    assert getattr(EventQuery(**{bound: datetime(2026, 1, 5, 8, 0, tzinfo=UTC)}), bound).hour == 8

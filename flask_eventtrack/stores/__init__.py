@@ -140,6 +140,14 @@ class EventQuery:
     limit: int | None = None
     offset: int = 0
 
+    def __post_init__(self) -> None:
+        # As emit() refuses them: a naive bound would be local time to SQLite and UTC
+        # to PostgreSQL, so the same query would read different events.
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.utcoffset() is None:
+                raise ValueError(f"EventQuery.{name} must be an aware datetime (with a tzinfo), not {value}.")
+
 
 @dataclass
 class WriteResult:
