@@ -48,10 +48,17 @@ def _customer(customerid: str | None) -> str:
     return str(only)
 
 
-def _segment(value: Any, what: str) -> str:
+def _segment(value: Any, what: str, *, in_list: bool = False) -> str:
+    """One path segment, or ValueError for an id no link can carry back intact."""
     text = str(value)
     if not text:
         raise ValueError(f"{what} must not be empty.")
+    if text in (".", ".."):  # browsers and URL resolvers remove such segments (RFC 3986 5.2.4)
+        raise ValueError(f"{what} cannot be {text!r}: a URL cannot carry that segment.")
+    if "\\" in text:  # the endpoint refuses a backslash anywhere, as the vendor does
+        raise ValueError(f"{what} cannot contain a backslash.")
+    if in_list and "," in text:  # the endpoint splits the list on commas, escaped or not
+        raise ValueError(f"{what} cannot contain a comma: the ids of a rendered block are comma-separated.")
     return quote(text, safe="")
 
 
@@ -78,7 +85,10 @@ def rendered_url(
     external: bool = False,
 ) -> str:
     """One ``rendered`` URL for a block of items (ids comma-separated, as the vendor bundles them)."""
-    ids = [_segment(i, "An item id") for i in ([itemids] if isinstance(itemids, (str, int)) else itemids)]
+    ids = [
+        _segment(i, "An item id", in_list=True)
+        for i in ([itemids] if isinstance(itemids, (str, int)) else itemids)
+    ]
     if not ids:
         raise ValueError("itemids must name at least one item.")
     segments = [_segment(userid, "userid"), _segment(itemtypeid, "itemtypeid"), ",".join(ids)]

@@ -98,6 +98,12 @@ def test_jinja_globals(app: Flask, client: FlaskClient) -> None:
         (lambda: links.rendered_url("", 1, [5]), "userid must not be empty"),
         (lambda: links.clickrecommended_url("u", 1, 5, ""), "scenario is required"),
         (lambda: links.triggeropened_url("u", ""), "triggername is required"),
+        # Ids a link cannot carry back as they are: the click or impression would be lost or split.
+        (lambda: links.clickrecommended_url("..", 1, 155, "s"), "userid cannot be '..'"),
+        (lambda: links.triggeropened_url(".", "weekly"), "userid cannot be '.'"),
+        (lambda: links.clicktriggered_url("u", 1, "..", "weekly"), "itemid cannot be '..'"),
+        (lambda: links.clickrecommended_url("a\\b", 1, 155, "s"), "userid cannot contain a backslash"),
+        (lambda: links.rendered_url("u", 1, ["a,b", "c"]), "An item id cannot contain a comma"),
     ],
 )
 def test_bad_arguments_raise_value_error(app: Flask, call: Any, message: str) -> None:
