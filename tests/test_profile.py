@@ -467,7 +467,9 @@ def test_body_over_the_limit_is_413_in_the_envelope(tmp_path: Any, config: dict[
     response = send(client, secret, {"email": EMAIL}, {"update": {"bio": "x" * 200}})
     assert response.status_code == 413
     assert errors(response)[0]["message"] == "Request too large"
-    assert [r.reason for r in get_state(app).store.iter_rejected(EventQuery())] == ["size_violation"]
+    # Under the key's tenant, where its own stats and exports find it (not "default").
+    refused = list(get_state(app).store.iter_rejected(EventQuery()))
+    assert [(r.reason, r.tenant) for r in refused] == [("size_violation", "acme")]
     get_state(app).store.close()
 
 

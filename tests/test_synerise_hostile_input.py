@@ -4,7 +4,9 @@
 2. a NUL in a path or query value of the read endpoint reached PostgreSQL (500);
 4. a product line's ``orderId`` replaced the transaction's on its ``product.buy``;
 5. an AI batch whose ``items`` was not an array named only that problem;
-6. raw identifiers reached the rejected log's message (and keys under ``client`` its payload).
+6. raw identifiers reached the rejected log's message (and keys under ``client`` its payload);
+7. a product line took reserved names (a raw e-mail in ``props.identifiers``), a numeric SKU
+   skipped the string limit, a transaction skipped the event limit, and ``"EUR\\n"`` was a currency.
 """
 
 from __future__ import annotations
@@ -218,3 +220,72 @@ def test_an_email_used_as_a_key_inside_params_is_not_named_in_the_rejected_log(
     (rejection,) = rejected(state)
     assert "params.email.*: longer than" in rejection.message  # the parameter is named
     assert EMAIL not in logged_text(state)
+
+
+# -- 7: product lines, SKUs and currencies held to the rules of params ---------------------
+def test_a_product_line_cannot_take_reserved_names(
+    client: FlaskClient, state: EventTrackState, token: str
+) -> None:
+    """Its fields become the props of its product.buy, where ``identifiers`` holds only hashes."""
+    line = {
+        "sku": "A",
+        "finalUnitPrice": {"amount": 10, "currency": "PLN"},
+        "identifiers": {"email": EMAIL},
+        "tenant": "globex",
+    }
+    response = post(client, "/v4/transactions", {**TRANSACTION, "products": [line]}, token)
+    assert response.status_code == 400
+    assert "Reserved names cannot be used in a product line: identifiers, tenant" in json.dumps(
+        response.get_json()
+    )
+    assert stored(state) == [] and EMAIL not in logged_text(state)
+
+
+def test_a_numeric_sku_is_held_to_the_string_limit(
+    client: FlaskClient, state: EventTrackState, token: str
+) -> None:
+    """It becomes the text ``item_id``: 1025 digits are as long as 1025 letters."""
+    body = '{"client": {"id": 1}, "label": "l", "params": {"sku": ' + "9" * 1025 + "}}"
+    response = post(client, "/v4/events/added-to-cart", body, token)
+    assert response.status_code == 400 and "params.sku is longer than 1024" in json.dumps(response.get_json())
+    assert post(client, "/v4/events/added-to-cart", event(params={"sku": 12}), token).status_code == 202
+    (cart,) = stored(state)
+    assert cart.item_id == "12"
+
+
+@pytest.mark.parametrize("where", ["value", "line"])
+def test_a_currency_with_a_final_newline_is_refused(
+    client: FlaskClient, state: EventTrackState, token: str, where: str
+) -> None:
+    money = {"amount": 10, "currency": "PLN\n"}
+    line = {"sku": "A", "finalUnitPrice": money if where == "line" else {"amount": 10, "currency": "PLN"}}
+    body = {**TRANSACTION, "products": [line], **({"value": money} if where == "value" else {})}
+    assert post(client, "/v4/transactions", body, token).status_code == 400
+    assert stored(state) == []
+
+
+def test_a_numeric_sku_of_a_product_line_is_stored_as_text(
+    client: FlaskClient, state: EventTrackState, token: str
+) -> None:
+    line = {"sku": 1234, "finalUnitPrice": {"amount": 10, "currency": "PLN"}}
+    assert post(client, "/v4/transactions", {**TRANSACTION, "products": [line]}, token).status_code == 202
+    (buy,) = stored(state, type="product.buy")
+    assert buy.item_id == "1234"
+
+
+class TestTheEventLimit:
+    @pytest.fixture
+    def config(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {**config, "EVENTTRACK_MAX_EVENTS_PER_REQUEST": 5}
+
+    def test_a_transaction_has_at_most_that_many_product_lines(
+        self, client: FlaskClient, state: EventTrackState, token: str
+    ) -> None:
+        line = {"finalUnitPrice": {"amount": 1, "currency": "PLN"}}
+        lines = [{"sku": str(i), **line} for i in range(6)]
+        response = post(client, "/v4/transactions", {**TRANSACTION, "products": lines}, token)
+        assert response.status_code == 400
+        assert response.get_json()["message"] == "6 product lines in one transaction; the limit is 5."
+        assert stored(state) == [] and [r.reason for r in rejected(state)] == ["size_violation"]
+        response = post(client, "/v4/transactions", {**TRANSACTION, "products": lines[:5]}, token)
+        assert response.status_code == 202 and len(stored(state)) == 6  # one charge, five buys

@@ -186,7 +186,7 @@ class SyneriseReader:
             return None
         if endpoint in PRODUCT_ENDPOINTS:
             sku = params.get("sku")
-            if not (type(sku) is int or (type(sku) is str and sku)):
+            if not (type(sku) is int or (type(sku) is str and sku)) or len(str(sku)) > max_length:
                 return None
         data["params"] = dict(params)
         raw_time = item.get("time")
@@ -260,6 +260,12 @@ class SyneriseReader:
 
     def transaction(self, tenant: str, document: Any) -> list[Event]:
         """One ``transaction.charge`` and one ``product.buy`` per product line."""
+        products = document.get("products") if type(document) is dict else None
+        if type(products) is list and len(products) > self.max_events:
+            raise BadPayload(
+                f"{len(products)} product lines in one transaction; the limit is {self.max_events}.",
+                reason="size_violation",
+            )
         data = load(self.schemas.transaction, document)
         when, raw_time = data.get("recordedAt"), document.get("recordedAt")
         order_id = data["orderId"]
@@ -270,7 +276,7 @@ class SyneriseReader:
         events = [self._profile_event(tenant, "transaction.charge", data["client"], charge_props)]
         for line in data["products"]:
             buy = self._profile_event(tenant, "product.buy", data["client"], {**line, "orderId": order_id})
-            buy.item_type, buy.item_id = "product", line["sku"]
+            buy.item_type, buy.item_id = "product", str(line["sku"])
             events.append(buy)
         for event in events:
             if when is not None:

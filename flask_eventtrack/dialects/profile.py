@@ -19,7 +19,7 @@ import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from marshmallow import Schema, ValidationError
 
 from ..bots import is_bot
@@ -268,10 +268,11 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         server buffer and parse a body of any size (the limit is checked later).
         """
         try:
-            return reader.tenant()
+            g.eventtrack_profile_tenant = reader.tenant()  # for a refusal raised later (a 413)
         except UnauthorizedError as exc:
             pipeline.submit([], [Rejection("auth_failure", exc.description or "", NAME)])
             raise
+        return str(g.eventtrack_profile_tenant)
 
     @bp.post("/v1/event/")
     def track() -> Response:
@@ -407,8 +408,10 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     @bp.errorhandler(PayloadTooLarge)
     def too_large(error: PayloadTooLarge) -> Response:
         description = error.description or "The body is too large."
-        try:  # the body is not read, so there is no payload (and no tenant) to log
-            pipeline.submit([], [Rejection("size_violation", description, NAME)])
+        # The body is not read, so there is no payload to log; the key was checked first.
+        tenant = g.get("eventtrack_profile_tenant", "default")
+        try:
+            pipeline.submit([], [Rejection("size_violation", description, NAME, tenant=tenant)])
         except StoreUnavailable as exc:
             return unavailable(exc)
         return envelope_error(413, [("Request too large", description)])

@@ -233,13 +233,15 @@ def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
             sku = (data.get("params") or {}).get("sku")
             if isinstance(sku, bool) or not isinstance(sku, (str, int)) or str(sku) == "":
                 raise ValidationError("params.sku (the product's SKU, a string) is required.", "params")
+            if len(str(sku)) > max_length:  # a number too: it becomes the text item_id
+                raise ValidationError(f"params.sku is longer than {max_length} characters.", "params")
 
     class MoneySchema(NullIsAbsent):
         class Meta:
             unknown = RAISE
 
         amount = PlainNumber(required=True)
-        currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z]{3}$"))
+        currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z]{3}\Z"))
 
     class ProductLineSchema(NullIsAbsent):
         """One line of a transaction; vendor-specific extra fields are kept."""
@@ -255,6 +257,11 @@ def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
 
         @validates_schema
         def check_extras(self, data: dict[str, Any], **kwargs: Any) -> None:
+            # A line's fields become the props of its product.buy event, as params do.
+            reserved = sorted(RESERVED_PARAMS.intersection(data))
+            if reserved:
+                names = ", ".join(reserved)
+                raise ValidationError(f"Reserved names cannot be used in a product line: {names}.")
             check_free_form(data, "product")
 
     class TransactionSchema(NullIsAbsent):
