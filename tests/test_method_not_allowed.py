@@ -221,3 +221,27 @@ def test_a_wrong_method_on_a_url_with_doubled_slashes_is_in_the_envelope(
 ) -> None:
     response = client.get(path)
     assert response.status_code == 405 and response.is_json, response.get_data()[:60]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v4//events/custom", "/v4/events//batch", "/v1//event/", "/v1//user", "/cortex//", "//cortex"]
+)
+def test_paths_match_only_as_sent_never_redirected(
+    client: FlaskClient, state: EventTrackState, path: str
+) -> None:
+    """werkzeug merged doubled slashes with a 308 to another path; the vendors' paths are
+    exact, and a client following it would post to a URL it never named."""
+    response = client.post(path, json={})
+    assert response.status_code == 404 and "Location" not in response.headers
+    assert state.store.count_events(EventQuery()) == 0
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_reading_v1_user_without_an_id_is_a_404_in_the_envelope_not_a_redirect(
+    client: FlaskClient, state: EventTrackState, method: str
+) -> None:
+    secret = create_key(state.store, "acme").secret
+    response = client.open("/v1/user", method=method, headers={"Authorization": secret})
+    assert response.status_code == 404 and "Location" not in response.headers
+    if method == "GET":
+        assert "read one with GET /v1/user/<email or _id>" in response.get_json()["errors"][0]["description"]

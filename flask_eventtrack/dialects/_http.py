@@ -7,7 +7,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, request
+from flask import Blueprint, Response, request
 
 from .._json import escapes_nul
 from ..errors import BadPayload, PayloadTooLarge, StoreUnavailable
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..extension import EventTrackState
 
 __all__ = [
+    "ExactBlueprint",
     "body_read",
     "parse_json",
     "read_body",
@@ -23,6 +24,16 @@ __all__ = [
     "request_notes",
     "unavailable_response",
 ]
+
+
+class ExactBlueprint(Blueprint):
+    """A dialect's blueprint: its paths match only as sent. werkzeug would answer
+    ``/v4//events/custom`` with a redirect (308) to the path with one slash, where
+    the vendors' paths are exact."""
+
+    def add_url_rule(self, rule: str, *args: Any, **options: Any) -> None:
+        options.setdefault("merge_slashes", False)
+        super().add_url_rule(rule, *args, **options)
 
 
 def read_body(state: EventTrackState) -> bytes:

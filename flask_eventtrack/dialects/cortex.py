@@ -27,7 +27,7 @@ from ..events import Event, Rejection
 from ..extension import EventTrackState
 from ..schemas.cortex import MAX_KEY_LENGTH, MAX_TIMESTAMP, make_cortex_event_schema
 from ..signing import SIGNATURE_HEADER, SignatureFailure, key_list, verify_body
-from ._http import parse_json, read_body, unavailable_response
+from ._http import ExactBlueprint, parse_json, read_body, unavailable_response
 from ._methods import answer_wrong_methods
 from ._redact import redacted
 
@@ -224,7 +224,7 @@ class CortexReader:
 def create_blueprint(state: EventTrackState) -> Blueprint:
     reader = CortexReader(state)
     pipeline = state.pipeline
-    bp = Blueprint("eventtrack_cortex", __name__)
+    bp = ExactBlueprint("eventtrack_cortex", __name__)
 
     def track() -> Response:
         signature = request.headers.get(SIGNATURE_HEADER)

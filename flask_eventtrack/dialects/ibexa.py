@@ -44,7 +44,7 @@ from ..events import Event, Rejection
 from ..extension import EventTrackState
 from ..ibexa_stats import commands as _stats_commands
 from ..schemas.ibexa import EVENT_CODES, PATH_PARAMS, FastLoader, make_ibexa_schemas
-from ._http import read_body, unavailable_headers
+from ._http import ExactBlueprint, read_body, unavailable_headers
 
 log = logging.getLogger("flask_eventtrack")
 NAME = "ibexa"
@@ -462,12 +462,12 @@ def _text(body: str, status: int, headers: dict[str, str] | None = None) -> Resp
 def create_blueprint(state: EventTrackState) -> Blueprint:
     reader = IbexaReader(state)
     pipeline = state.pipeline
-    bp = Blueprint("eventtrack_ibexa", __name__)
+    # Exact: werkzeug would answer an empty segment with a redirect to a path whose
+    # segments have shifted.
+    bp = ExactBlueprint("eventtrack_ibexa", __name__)
     # Registered before the routes that use it (deferred functions run in order).
-    # merge_slashes=False: werkzeug would answer an empty segment with a redirect to
-    # a path whose segments have shifted.
     bp.record_once(lambda setup: setup.app.url_map.converters.__setitem__(_REST_CONVERTER, _RestConverter))
-    route: dict[str, Any] = {"methods": ["GET", "POST"], "endpoint": "track", "merge_slashes": False}
+    route: dict[str, Any] = {"methods": ["GET", "POST"], "endpoint": "track"}
 
     # No defaults={"rest": ""}: werkzeug would redirect ``click/`` to ``click``.
     @bp.route("/api/<customerid>/<event>", **route)

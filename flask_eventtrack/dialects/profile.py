@@ -29,7 +29,7 @@ from ..events import Event, Rejection, format_time
 from ..keys import check_key
 from ..schemas.profile import IDENTIFIER_KEYS, KINDS, UserSchema, make_kind_schemas, validate_attributes
 from ..stores import EventQuery, Store, unstorable
-from ._http import body_read, read_json, unavailable_headers
+from ._http import ExactBlueprint, body_read, read_json, unavailable_headers
 from ._methods import answer_wrong_methods
 
 if TYPE_CHECKING:
@@ -254,7 +254,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     reader = ProfileReader(state)
     pipeline = state.pipeline
     store = state.store
-    bp = Blueprint("eventtrack_profile", __name__)
+    bp = ExactBlueprint("eventtrack_profile", __name__)
 
     def refuse(tenant: str, reason: str, error: ProfileError, type: str | None = None) -> NoReturn:
         """Log the refused request, then raise the 400 (a 503 if the log is down)."""
@@ -344,7 +344,8 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         message = "User created" if profile["created"] else "User updated"
         return results({"message": message, "user": profile_json(profile, reader.keep_email)})
 
-    @bp.route("/v1/user/", methods=["GET", "POST"])
+    # strict_slashes=False: a GET of /v1/user gets this answer, not a redirect here.
+    @bp.route("/v1/user/", methods=["GET", "POST"], strict_slashes=False)
     def user_without_id() -> Response:
         return envelope_error(
             404,

@@ -28,7 +28,7 @@ from ..keys import check_key, hash_key
 from ..schemas.synerise import AI_EVENT_TYPES, DEDICATED, IDENTIFIERS, MAX_ACTION_LENGTH
 from ..stores import EventQuery, unstorable
 from ..tokens import Tokens, app_secret_keys
-from ._http import body_read, read_json, request_notes, unavailable_headers
+from ._http import ExactBlueprint, body_read, read_json, request_notes, unavailable_headers
 from ._methods import answer_wrong_methods
 from ._synerise_reader import SOURCE, Invalid, SyneriseReader, redacted_payload
 
@@ -85,7 +85,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         app_secret_keys(pipeline.app), int(state.config["EVENTTRACK_SYNERISE_TOKEN_MAX_AGE"]), store
     )
     read_limit = int(state.config["EVENTTRACK_SYNERISE_READ_LIMIT"])
-    bp = Blueprint("eventtrack_synerise", __name__)
+    bp = ExactBlueprint("eventtrack_synerise", __name__)
 
     def authorize(tracker_key_allowed: bool = False) -> str:
         """The tenant of the request's credentials; never taken from the body."""
