@@ -230,7 +230,21 @@ def keys() -> None:
 @click.option("--label", default="", help="A note to recognise the key by.")
 @with_appcontext
 def keys_create(tenant: str, kind: str, label: str) -> None:
-    issued = create_key(get_state().store, tenant, kind, label)
+    state = get_state()
+    config = state.config
+    if (
+        "cortex" in state.dialects
+        and tenant == config["EVENTTRACK_CORTEX_TENANT"]
+        and str(config["EVENTTRACK_CORTEX_SIGNATURE"]).lower() == "off"
+    ):
+        # Keys protect a tenant's reads and writes; unsigned Cortex posts need none.
+        click.echo(
+            f"warning: tenant {tenant!r} also takes unsigned Cortex events (EVENTTRACK_CORTEX_TENANT),"
+            " so anyone can write events into it; set EVENTTRACK_CORTEX_SIGNATURE = 'required'"
+            " or give Cortex another tenant.",
+            err=True,
+        )
+    issued = create_key(state.store, tenant, kind, label)
     click.echo(f"id: {issued.id}", err=True)
     click.echo(issued.secret)
 

@@ -150,6 +150,17 @@ def test_keys_create_list_revoke(app: Flask, state: EventTrackState) -> None:
     assert run(app, "keys", "revoke", key_id).exit_code == 1
 
 
+def test_a_key_for_the_unsigned_cortex_tenant_comes_with_a_warning(
+    app: Flask, state: EventTrackState
+) -> None:
+    """Unsigned Cortex posts write into EVENTTRACK_CORTEX_TENANT with no key: a tenant whose
+    profile or Synerise clients use keys would take anyone's events beside theirs."""
+    result = run(app, "keys", "create", "--tenant", "default")
+    assert "warning: tenant 'default' also takes unsigned Cortex events" in result.stderr
+    assert result.stdout.strip() and len(state.store.list_keys()) == 1  # still issued: it is a warning
+    assert "warning" not in run(app, "keys", "create", "--tenant", "acme").stderr
+
+
 @pytest.mark.parametrize("tenant", ["", "   "])
 def test_a_key_for_an_empty_tenant_is_refused(app: Flask, state: EventTrackState, tenant: str) -> None:
     result = app.test_cli_runner().invoke(cli_module.cli, ["keys", "create", "--tenant", tenant])
