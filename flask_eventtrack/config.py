@@ -96,17 +96,19 @@ def checked_bool(key: str, value: Any) -> bool:
     raise ConfigurationError(f"{key} must be True or False, not {value!r}.")
 
 
-def checked_text(key: str, value: Any, *, optional: bool = False) -> Any:
+def checked_text(key: str, value: Any, *, optional: bool = False, secret: bool = False) -> Any:
     """``value`` of a text ``key``. ``FLASK_EVENTTRACK_CORTEX_TENANT=123`` arrives as the
-    number 123 (Flask reads the environment as JSON): that is the text ``"123"``.
+    number 123 (Flask reads the environment as JSON): that is the text ``"123"``. A
+    ``secret`` may also be bytes, and is never quoted in the error.
 
     :raises ConfigurationError: for anything else that is not text (``null``, ``true``, a list).
     """
-    if isinstance(value, str | bytes) or (optional and value is None):
+    if isinstance(value, str) or (secret and isinstance(value, bytes)) or (optional and value is None):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise ConfigurationError(f"{key} must be text, not {value!r}.")
+    shown = type(value).__name__ if secret else repr(value)
+    raise ConfigurationError(f"{key} must be text, not {shown}.")
 
 
 def all_defaults(dialects: list[str] | None = None) -> dict[str, Any]:

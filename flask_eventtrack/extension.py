@@ -98,7 +98,17 @@ class EventTrack:
             if isinstance(default, bool):
                 app.config[key] = checked_bool(key, app.config[key])
             elif isinstance(default, str) or key in _OPTIONAL_TEXT:
-                app.config[key] = checked_text(key, app.config[key], optional=default is None)
+                app.config[key] = checked_text(
+                    key,
+                    app.config[key],
+                    optional=default is None or key.endswith("_URL_PREFIX"),  # None: mounted at the root
+                    secret=key == "EVENTTRACK_HASH_KEY",
+                )
+        # Flask reads FLASK_SECRET_KEY=123456 as the number 123456; everything signs with text.
+        for key in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+            value = app.config.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                app.config[key] = str(value)
         for key, bounds in all_numbers(wanted).items():
             if defaults[key] is None and str(app.config[key]).strip() in ("None", "", "0"):
                 app.config[key] = None  # optional, and unset (or 0, or an empty FLASK_... variable)
@@ -114,9 +124,7 @@ class EventTrack:
 
         hash_user = None
         if config["EVENTTRACK_HASH_USER_IDS"]:
-            hash_key: str | bytes | None = config["EVENTTRACK_HASH_KEY"] or checked_text(
-                "SECRET_KEY", app.config.get("SECRET_KEY"), optional=True
-            )
+            hash_key: str | bytes | None = config["EVENTTRACK_HASH_KEY"] or app.config.get("SECRET_KEY")
             if not hash_key:
                 raise ConfigurationError(
                     "flask-eventtrack hashes user ids with a secret key: set SECRET_KEY or"

@@ -169,6 +169,10 @@ def test_text_settings_that_look_like_numbers_in_the_environment_are_text(
             from flask_eventtrack.signing import make_user_hasher
 
             assert state.pipeline.user_key("alice") == make_user_hasher(value)("alice")
+            if key == "SECRET_KEY":  # it signs Synerise's bearer tokens (and Flask's sessions) too
+                api_key = create_key(state.store, "acme", "api").secret
+                response = app.test_client().post("/v4/auth/token", json={"apiKey": api_key})
+                assert response.status_code == 200 and app.config["SECRET_KEY"] == value
         else:
             assert state.config[key] == value
     finally:
@@ -182,6 +186,7 @@ def test_text_settings_that_look_like_numbers_in_the_environment_are_text(
         ("EVENTTRACK_SQLITE_SYNCHRONOUS", None),
         ("EVENTTRACK_POSTGRES_SCHEMA", None),
         ("EVENTTRACK_CORTEX_TENANT", ["a"]),
+        ("EVENTTRACK_CORTEX_TENANT", b"acme"),  # only a secret may be bytes
         ("EVENTTRACK_STORE_URL", 5.5),
     ],
 )
@@ -191,6 +196,18 @@ def test_a_text_setting_that_is_not_text_fails_in_init_app(tmp_path: Any, key: s
     app.config[key] = value
     with pytest.raises(ConfigurationError, match=f"{key} must be text, not"):
         EventTrack(app)
+
+
+def test_a_url_prefix_of_none_mounts_the_dialect_at_the_root(tmp_path: Any) -> None:
+    app = make_app(tmp_path, EVENTTRACK_CORTEX_URL_PREFIX=None)
+    EventTrack(app)
+    try:
+        assert (
+            app.test_client().post("/", json={"data": [{"user_id": "u", "type": "click"}]}).status_code == 200
+        )
+        assert get_state(app).store.count_events(EventQuery()) == 1
+    finally:
+        get_state(app).store.close()
 
 
 def test_number_settings_given_as_text_are_converted_once(tmp_path: Any) -> None:

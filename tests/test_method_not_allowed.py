@@ -224,7 +224,7 @@ def test_a_wrong_method_on_a_url_with_doubled_slashes_is_in_the_envelope(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v4//events/custom", "/v4/events//batch", "/v1//event/", "/v1//user", "/cortex//", "//cortex"]
+    "path", ["/v4//events/custom", "/v4/events//batch", "/v1//event/", "/v1//user", "/cortex//"]
 )
 def test_paths_match_only_as_sent_never_redirected(
     client: FlaskClient, state: EventTrackState, path: str

@@ -218,4 +218,9 @@ def test_a_naive_time_bound_is_refused_not_read_two_ways(bound: str) -> None:
     different events. Like ``emit()``, a query takes aware times only."""
     with pytest.raises(ValueError, match=f"EventQuery.{bound} must be an aware datetime"):
         EventQuery(**{bound: datetime(2026, 1, 5, 8, 0)})
-    assert getattr(EventQuery(**{bound: datetime(2026, 1, 5, 8, 0, tzinfo=UTC)}), bound).hour == 8
+    with pytest.raises(TypeError, match=f"EventQuery.{bound} must be a datetime, not date"):
+        EventQuery(**{bound: datetime(2026, 1, 5).date()})
+    query = EventQuery(**{bound: datetime(2026, 1, 5, 8, 0, tzinfo=UTC)})
+    setattr(query, bound, datetime(2026, 1, 5, 8, 0))  # set after the query was made: still refused
+    with pytest.raises(ValueError, match=f"EventQuery.{bound} must be an aware datetime"):
+        Store.where_clause(query, rejected=False, param="?", users=lambda u: ("", []), time_value=str)

@@ -316,3 +316,24 @@ def test_a_path_with_url_punctuation_opens_that_very_file(tmp_path: Any, folder:
         assert folder == cut or not (tmp_path / cut).exists()  # urlsplit's path ended there
     finally:
         store.close()
+
+
+def test_a_worker_losing_the_migration_race_retries(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite-utils checks for its table, then creates it: the worker that loses the race
+    of a first start sees 'already exists' and must retry, not fail to boot."""
+    import flask_eventtrack.stores.sqlite as sqlite_module
+
+    real, calls = sqlite_module.migrate, []
+
+    def loses_once(conn: sqlite3.Connection) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("table _sqlite_migrations already exists")
+        real(conn)
+
+    monkeypatch.setattr(sqlite_module, "migrate", loses_once)
+    store = store_from_url(f"sqlite:///{tmp_path / 'events.db'}")
+    try:
+        assert len(calls) == 2 and len(store.write([_event("a")]).stored) == 1
+    finally:
+        store.close()

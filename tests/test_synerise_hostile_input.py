@@ -264,15 +264,6 @@ def test_a_currency_with_a_final_newline_is_refused(
     assert stored(state) == []
 
 
-def test_a_numeric_sku_of_a_product_line_is_stored_as_text(
-    client: FlaskClient, state: EventTrackState, token: str
-) -> None:
-    line = {"sku": 1234, "finalUnitPrice": {"amount": 10, "currency": "PLN"}}
-    assert post(client, "/v4/transactions", {**TRANSACTION, "products": [line]}, token).status_code == 202
-    (buy,) = stored(state, type="product.buy")
-    assert buy.item_id == "1234"
-
-
 class TestTheEventLimit:
     @pytest.fixture
     def config(self, config: dict[str, Any]) -> dict[str, Any]:

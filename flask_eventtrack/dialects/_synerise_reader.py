@@ -276,7 +276,7 @@ class SyneriseReader:
         events = [self._profile_event(tenant, "transaction.charge", data["client"], charge_props)]
         for line in data["products"]:
             buy = self._profile_event(tenant, "product.buy", data["client"], {**line, "orderId": order_id})
-            buy.item_type, buy.item_id = "product", str(line["sku"])
+            buy.item_type, buy.item_id = "product", line["sku"]
             events.append(buy)
         for event in events:
             if when is not None:

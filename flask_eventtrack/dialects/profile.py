@@ -19,7 +19,7 @@ import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 from marshmallow import Schema, ValidationError
 
 from ..bots import is_bot
@@ -29,7 +29,7 @@ from ..events import Event, Rejection, format_time
 from ..keys import check_key
 from ..schemas.profile import IDENTIFIER_KEYS, KINDS, UserSchema, make_kind_schemas, validate_attributes
 from ..stores import EventQuery, Store, unstorable
-from ._http import ExactBlueprint, body_read, read_json, unavailable_headers
+from ._http import ExactBlueprint, body_read, read_json, request_notes, unavailable_headers
 from ._methods import answer_wrong_methods
 
 if TYPE_CHECKING:
@@ -268,11 +268,12 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
         server buffer and parse a body of any size (the limit is checked later).
         """
         try:
-            g.eventtrack_profile_tenant = reader.tenant()  # for a refusal raised later (a 413)
+            tenant = reader.tenant()
         except UnauthorizedError as exc:
             pipeline.submit([], [Rejection("auth_failure", exc.description or "", NAME)])
             raise
-        return str(g.eventtrack_profile_tenant)
+        request_notes()["tenant"] = tenant  # for a refusal raised later (a 413)
+        return tenant
 
     @bp.post("/v1/event/")
     def track() -> Response:
@@ -410,7 +411,7 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     def too_large(error: PayloadTooLarge) -> Response:
         description = error.description or "The body is too large."
         # The body is not read, so there is no payload to log; the key was checked first.
-        tenant = g.get("eventtrack_profile_tenant", "default")
+        tenant = request_notes().get("tenant", "default")
         try:
             pipeline.submit([], [Rejection("size_violation", description, NAME, tenant=tenant)])
         except StoreUnavailable as exc:

@@ -141,12 +141,19 @@ class EventQuery:
     offset: int = 0
 
     def __post_init__(self) -> None:
-        # As emit() refuses them: a naive bound would be local time to SQLite and UTC
-        # to PostgreSQL, so the same query would read different events.
         for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None and value.utcoffset() is None:
-                raise ValueError(f"EventQuery.{name} must be an aware datetime (with a tzinfo), not {value}.")
+            _check_bound(name, getattr(self, name))
+
+
+def _check_bound(name: str, value: Any) -> None:
+    """As emit() refuses them: a naive bound would be local time to SQLite and UTC to
+    PostgreSQL, so the same query would read different events."""
+    if value is None:
+        return
+    if not isinstance(value, datetime):
+        raise TypeError(f"EventQuery.{name} must be a datetime, not {type(value).__name__}.")
+    if value.utcoffset() is None:
+        raise ValueError(f"EventQuery.{name} must be an aware datetime (with a tzinfo), not {value}.")
 
 
 @dataclass
@@ -286,7 +293,8 @@ class Store(abc.ABC):
                     clauses.append(f"{column} = {param}")
                     args.append(value)
         time_column = "received_at" if rejected else "occurred_at"
-        for bound, operator in ((query.since, ">="), (query.until, "<")):
+        for name, bound, operator in (("since", query.since, ">="), ("until", query.until, "<")):
+            _check_bound(name, bound)  # again: a field set after the query was made
             if bound is None:
                 continue
             at = ceil_ms(bound)

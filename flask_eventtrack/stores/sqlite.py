@@ -76,6 +76,18 @@ def _users_filter(users: Sequence[str]) -> tuple[str, list[Any]]:
     return "user IN (SELECT value FROM json_each(?))", [_dumps(list(users))]
 
 
+#: SQLite errors no retry can mend (``sqlite_errorname`` prefixes): the file is not
+#: a database, is damaged, or cannot be opened or written at all.
+_HOPELESS = (
+    "SQLITE_NOTADB",
+    "SQLITE_CORRUPT",
+    "SQLITE_CANTOPEN",
+    "SQLITE_PERM",
+    "SQLITE_READONLY",
+    "SQLITE_IOERR",
+)
+
+
 # This process's id, kept current across fork() without a getpid() system call
 # on every connection lookup: a forked worker must open its own connections.
 _pid = os.getpid()
@@ -202,9 +214,10 @@ class SQLiteStore(Store):
             raise self._unavailable(exc) from exc
 
     def _migrate(self) -> None:
-        # Several workers may start at once: the loser of a race sees an
-        # IntegrityError or a lock, and retries to find nothing pending.
-        # Anything else (not a database, a directory, no permission) fails at once, in a sentence.
+        # Several workers may start at once: the loser of a race sees an IntegrityError,
+        # a lock or a table "already exists", and retries to find nothing pending.
+        # A file that cannot be one (not a database, corrupt, no permission) fails at once,
+        # in a sentence; anything else may be that race, and is retried.
         for attempt in range(20):
             try:
                 conn = self._connect(create=True)
@@ -214,8 +227,8 @@ class SQLiteStore(Store):
                     conn.close()
                 return
             except sqlite3.Error as exc:
-                racing = isinstance(exc, sqlite3.IntegrityError) or "locked" in str(exc) or "busy" in str(exc)
-                if attempt == 19 or not racing:
+                hopeless = getattr(exc, "sqlite_errorname", "").startswith(_HOPELESS)
+                if attempt == 19 or hopeless:
                     message = f"The SQLite store {self.path} cannot be opened: {exc}."
                     raise ConfigurationError(message) from exc
                 time.sleep(0.05 * (attempt + 1))
