@@ -6,7 +6,8 @@
 5. an AI batch whose ``items`` was not an array named only that problem;
 6. raw identifiers reached the rejected log's message (and keys under ``client`` its payload);
 7. a product line took reserved names (a raw e-mail in ``props.identifiers``), a numeric SKU
-   skipped the string limit, a transaction skipped the event limit, and ``"EUR\\n"`` was a currency.
+   skipped the string limit, a transaction skipped the event limit, and ``"EUR\\n"`` was a currency;
+8. a 400 named only the first of an item's problems in two cases.
 """
 
 from __future__ import annotations
@@ -280,3 +281,24 @@ class TestTheEventLimit:
         assert stored(state) == [] and [r.reason for r in rejected(state)] == ["size_violation"]
         response = post(client, "/v4/transactions", {**TRANSACTION, "products": lines[:5]}, token)
         assert response.status_code == 202 and len(stored(state)) == 6  # one charge, five buys
+
+
+# -- 8: a 400 names every problem ----------------------------------------------------------
+def test_a_batch_items_action_conflict_is_named_with_its_other_problems(
+    client: FlaskClient, token: str
+) -> None:
+    item = {"type": "shared", "action": "client.login", "client": {"id": 1}, "label": ""}
+    response = post(client, "/v4/events/batch", [item], token)
+    assert response.status_code == 400
+    assert {(e["index"], e["field"]) for e in response.get_json()["errors"]} == {(0, "label"), (0, "action")}
+
+
+def test_reserved_params_and_too_deep_params_are_both_named(client: FlaskClient, token: str) -> None:
+    deep: Any = "x"
+    for _ in range(12):
+        deep = {"k": deep}
+    response = post(client, "/v4/events/custom", event(params={"user": "x", "deep": deep}), token)
+    assert response.status_code == 400
+    messages = [e["message"] for e in response.get_json()["errors"] if e["field"] == "params"]
+    assert len(messages) == 2
+    assert "Reserved parameter names cannot be used: user." in messages[0] and "nested deeper" in messages[1]

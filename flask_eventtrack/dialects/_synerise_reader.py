@@ -104,6 +104,14 @@ def load(schema: Schema, item: Any) -> dict[str, Any]:
     return data
 
 
+def _action_conflict(endpoint: str, sent: str | None) -> list[dict[str, Any]]:
+    """The problem of an ``action`` that is not the dedicated endpoint's own, if any."""
+    action = DEDICATED.get(endpoint)
+    if action is None or sent in (None, action):
+        return []
+    return [{"field": "action", "message": f"{endpoint!r} events are {action!r}; remove 'action'."}]
+
+
 class SyneriseReader:
     """Turns validated bodies into canonical events, per app settings."""
 
@@ -131,15 +139,19 @@ class SyneriseReader:
         data = self.fast_v4(item, endpoint)
         if data is None:
             schema = self.schemas.custom if endpoint == "custom" else self.schemas.for_endpoint(endpoint)
-            data = load(schema, item)
+            try:
+                data = load(schema, item)
+            except Invalid as exc:  # named with the item's other problems, not after them
+                sent = item.get("action") if type(item) is dict else None
+                exc.errors.extend(_action_conflict(endpoint, sent if isinstance(sent, str) else None))
+                raise
         if endpoint == "custom":
             action = data["action"]
         else:
             action = DEDICATED[endpoint]
-            if data.get("action") not in (None, action):  # only a batch item keeps its action
-                raise Invalid(
-                    [{"field": "action", "message": f"{endpoint!r} events are {action!r}; remove 'action'."}]
-                )
+            conflict = _action_conflict(endpoint, data.get("action"))  # only a batch item keeps its action
+            if conflict:
+                raise Invalid(conflict)
         event = self._profile_event(tenant, action, data["client"], dict(data["params"]))
         if endpoint in PRODUCT_ENDPOINTS:
             event.item_type, event.item_id = "product", str(data["params"]["sku"])

@@ -199,15 +199,16 @@ def build_schemas(max_length: int, max_depth: int) -> SyneriseSchemas:
         @validates_schema(skip_on_field_errors=False)
         def check_params(self, data: dict[str, Any], **kwargs: Any) -> None:
             params = data.get("params") or {}
+            problems: list[Any] = []  # every one of them, as the 400 must name them all
             reserved = sorted(RESERVED_PARAMS.intersection(params))
             if reserved:
-                raise ValidationError(
-                    f"Reserved parameter names cannot be used: {', '.join(reserved)}.", "params"
-                )
+                problems.append(f"Reserved parameter names cannot be used: {', '.join(reserved)}.")
             try:
                 check_free_form(params, "params")
             except ValidationError as exc:
-                raise ValidationError(exc.messages, "params") from None
+                problems.extend(exc.messages if isinstance(exc.messages, list) else [exc.messages])
+            if problems:
+                raise ValidationError(problems, "params")
 
     class CustomEventSchema(EventSchema):
         """``/v4/events/custom``: the action names the event type."""
