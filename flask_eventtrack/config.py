@@ -96,17 +96,21 @@ def checked_bool(key: str, value: Any) -> bool:
     raise ConfigurationError(f"{key} must be True or False, not {value!r}.")
 
 
+def number_as_text(value: Any) -> Any:
+    """An integer as its text, anything else as it is: Flask reads ``FLASK_*`` variables
+    as JSON, so ``FLASK_EVENTTRACK_CORTEX_TENANT=123`` arrives as the number 123."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def checked_text(key: str, value: Any, *, optional: bool = False, secret: bool = False) -> Any:
-    """``value`` of a text ``key``. ``FLASK_EVENTTRACK_CORTEX_TENANT=123`` arrives as the
-    number 123 (Flask reads the environment as JSON): that is the text ``"123"``. A
+    """``value`` of a text ``key`` (a number is its text, see :func:`number_as_text`). A
     ``secret`` may also be bytes, and is never quoted in the error.
 
     :raises ConfigurationError: for anything else that is not text (``null``, ``true``, a list).
     """
+    value = number_as_text(value)
     if isinstance(value, str) or (secret and isinstance(value, bytes)) or (optional and value is None):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
     shown = type(value).__name__ if secret else repr(value)
     raise ConfigurationError(f"{key} must be text, not {shown}.")
 
@@ -132,8 +136,7 @@ def _merged(name: str, core: dict[str, Any], dialects: list[str] | None) -> dict
 
 def as_list(value: Any) -> list[str]:
     """Config lists may come from the environment as ``"a,b"``."""
+    value = number_as_text(value)  # FLASK_..._CUSTOMERS=12345
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, int) and not isinstance(value, bool):  # FLASK_..._CUSTOMERS=12345, as JSON
-        return [str(value)]
     return [str(part) for part in value or ()]

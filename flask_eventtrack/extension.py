@@ -10,7 +10,16 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app
 
-from .config import DEFAULTS, all_defaults, all_numbers, as_list, checked_bool, checked_number, checked_text
+from .config import (
+    DEFAULTS,
+    all_defaults,
+    all_numbers,
+    as_list,
+    checked_bool,
+    checked_number,
+    checked_text,
+    number_as_text,
+)
 from .dialects import available_dialects
 from .errors import ConfigurationError
 from .events import Event
@@ -104,11 +113,10 @@ class EventTrack:
                     optional=default is None or key.endswith("_URL_PREFIX"),  # None: mounted at the root
                     secret=key == "EVENTTRACK_HASH_KEY",
                 )
-        # Flask reads FLASK_SECRET_KEY=123456 as the number 123456; everything signs with text.
+        # FLASK_SECRET_KEY=123456 is a number to Flask; everything signs with text.
         for key in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
-            value = app.config.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                app.config[key] = str(value)
+            if key in app.config:
+                app.config[key] = number_as_text(app.config[key])
         for key, bounds in all_numbers(wanted).items():
             if defaults[key] is None and str(app.config[key]).strip() in ("None", "", "0"):
                 app.config[key] = None  # optional, and unset (or 0, or an empty FLASK_... variable)

@@ -473,6 +473,20 @@ def test_body_over_the_limit_is_413_in_the_envelope(tmp_path: Any, config: dict[
     get_state(app).store.close()
 
 
+def test_the_host_apps_max_content_length_is_the_same_413_in_the_envelope(config: dict[str, Any]) -> None:
+    """Not Flask's HTML page, logged nowhere: read_body takes the host's limit as its own."""
+    from example_app import create_app
+
+    app = create_app({**config, "MAX_CONTENT_LENGTH": 100})
+    secret = create_key(get_state(app).store, "acme").secret
+    response = send(app.test_client(), secret, {"email": EMAIL}, {"update": {"bio": "x" * 200}})
+    assert response.status_code == 413 and errors(response)[0]["message"] == "Request too large"
+    assert "MAX_CONTENT_LENGTH of 100 bytes" in errors(response)[0]["description"]
+    refused = list(get_state(app).store.iter_rejected(EventQuery()))
+    assert [(r.reason, r.tenant) for r in refused] == [("size_violation", "acme")]
+    get_state(app).store.close()
+
+
 @pytest.mark.parametrize("path", ["/v1/event/", "/v1/user"])
 def test_missing_wrong_or_revoked_key_is_401(client: FlaskClient, state: EventTrackState, path: str) -> None:
     issued = create_key(state.store, "acme")

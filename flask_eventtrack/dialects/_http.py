@@ -8,6 +8,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .._json import escapes_nul
 from ..errors import BadPayload, PayloadTooLarge, StoreUnavailable
@@ -47,18 +48,23 @@ def read_body(state: EventTrackState) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The body is {length} bytes; the limit is {limit}.")
-    if length is not None:
-        body = request_notes()["body"] = request.get_data(cache=True)
-        return body
-    stream = request.stream
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = stream.read(limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+    try:
+        if length is not None:
+            body = request_notes()["body"] = request.get_data(cache=True)
+            return body
+        stream = request.stream
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = stream.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except RequestEntityTooLarge:  # the host app's MAX_CONTENT_LENGTH: ours, for every dialect
+        raise PayloadTooLarge(
+            f"The body is over the app's MAX_CONTENT_LENGTH of {request.max_content_length} bytes."
+        ) from None
     if size > limit:
         raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.")
     body = request_notes()["body"] = b"".join(chunks)

@@ -19,7 +19,6 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import MOST
 from ..errors import BadPayload, ConfigurationError, PayloadTooLarge, StoreUnavailable
@@ -238,16 +237,13 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
     if state.config["EVENTTRACK_CORTEX_URL_PREFIX"]:
         bp.add_url_rule("", endpoint="track_no_slash", view_func=track, methods=["POST"])
 
-    # Ours (PayloadTooLarge) and the host app's MAX_CONTENT_LENGTH (werkzeug's parent class).
-    @bp.errorhandler(RequestEntityTooLarge)
-    def too_large(error: RequestEntityTooLarge) -> Response:
+    # Ours, and the host app's MAX_CONTENT_LENGTH (read_body raises it as ours).
+    @bp.errorhandler(PayloadTooLarge)
+    def too_large(error: PayloadTooLarge) -> Response:
         # The vendor always answers 200 to what the client sent (spec): an oversized
         # body is refused as a whole and logged, like a malformed one. A 413 would
         # make a retrying client send the same batch for ever.
-        if isinstance(error, PayloadTooLarge):
-            message = error.description or "body too large"
-        else:
-            message = f"The body is over the app's MAX_CONTENT_LENGTH of {request.max_content_length} bytes."
+        message = error.description or "body too large"
         try:
             pipeline.submit([], [reader.rejection("size_violation", message, None)])
         except StoreUnavailable as exc:

@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urlsplit
 
 from flask import Blueprint, Request, Response, current_app, request
 from marshmallow import Schema, ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 
 from .. import links
@@ -490,13 +489,9 @@ def create_blueprint(state: EventTrackState) -> Blueprint:
             pipeline.submit(events)
         return Response(status=204)
 
-    # Ours (PayloadTooLarge) and the host app's MAX_CONTENT_LENGTH (werkzeug's parent class).
-    @bp.errorhandler(RequestEntityTooLarge)
-    def too_large(error: RequestEntityTooLarge) -> Response:
-        if not isinstance(error, PayloadTooLarge):
-            error = PayloadTooLarge(
-                f"The body is over the app's MAX_CONTENT_LENGTH of {request.max_content_length} bytes."
-            )
+    # Ours, and the host app's MAX_CONTENT_LENGTH (read_body raises it as ours).
+    @bp.errorhandler(PayloadTooLarge)
+    def too_large(error: PayloadTooLarge) -> Response:
         args = request.view_args or {}
         customerid, code = str(args.get("customerid", "")), str(args.get("event", "")).lower()
         rejection = reader.rejection(customerid, code, str(args.get("rest", "")), error)
